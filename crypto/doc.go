@@ -1,0 +1,14 @@
+// Package crypto holds securevol's key hierarchy and the glue around vetted
+// primitives (AES-256-GCM, EME, HKDF-SHA256, Argon2id). It invents no
+// constructions: each function here either generates a key, derives one with
+// HKDF, or calls a standard AEAD / wide-block cipher with documented inputs.
+//
+// The hierarchy (see docs/FORMAT.md):
+//
+//	master key (key file, or Argon2id(passphrase))
+//	  └─ wraps, per encrypted directory: volume key (random, 256 bit)
+//	       ├─ HKDF "securevol v1 content" → content key
+//	       │     └─ HKDF(salt=file ID) "securevol v1 file" → per-file AES-256-GCM key
+//	       ├─ HKDF "securevol v1 names"   → EME-AES-256 key for names
+//	       └─ HKDF "securevol v1 xattr"   → AES-256-GCM key for xattr values, symlink targets
+package crypto

@@ -1,0 +1,171 @@
+package crypto
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"golang.org/x/crypto/argon2"
+)
+
+// KeySize is the size in bytes of every symmetric key in securevol.
+const KeySize = 32
+
+// MasterKey is the key that wraps every volume key. It never prints its bytes.
+type MasterKey struct {
+	b [KeySize]byte
+}
+
+// NewMasterKey copies b (which must be KeySize bytes) into a MasterKey.
+func NewMasterKey(b []byte) (*MasterKey, error) {
+	if len(b) != KeySize {
+		return nil, fmt.Errorf("master key must be %d bytes, got %d", KeySize, len(b))
+	}
+	k := &MasterKey{}
+	copy(k.b[:], b)
+	return k, nil
+}
+
+// RandomMasterKey returns a fresh random master key.
+func RandomMasterKey() (*MasterKey, error) {
+	k := &MasterKey{}
+	if _, err := io.ReadFull(rand.Reader, k.b[:]); err != nil {
+		return nil, fmt.Errorf("read random: %w", err)
+	}
+	return k, nil
+}
+
+// String and GoString keep the key out of logs and error messages.
+func (k *MasterKey) String() string   { return "MasterKey(redacted)" }
+func (k *MasterKey) GoString() string { return "MasterKey(redacted)" }
+
+// Wipe zeroes the key bytes.
+func (k *MasterKey) Wipe() { clear(k.b[:]) }
+
+// Equal reports whether two master keys are the same.
+func (k *MasterKey) Equal(o *MasterKey) bool { return o != nil && k.b == o.b }
+
+// GenerateKeyFile writes a new random master key to path with mode 0600.
+// It refuses to overwrite an existing file.
+func GenerateKeyFile(path string) error {
+	k, err := RandomMasterKey()
+	if err != nil {
+		return err
+	}
+	defer k.Wipe()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("create key file: %w", err)
+	}
+	if _, err := f.Write(k.b[:]); err != nil {
+		f.Close()
+		os.Remove(path)
+		return fmt.Errorf("write key file %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(path)
+		return fmt.Errorf("sync key file %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// ErrKeyFilePerms is returned when a key or passphrase file can be read by
+// group or others.
+var ErrKeyFilePerms = errors.New("readable by group or others")
+
+func readSecretFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s has mode %04o: %w; run: chmod 600 %s",
+			path, st.Mode().Perm(), ErrKeyFilePerms, path)
+	}
+	return io.ReadAll(io.LimitReader(f, 64<<10))
+}
+
+// LoadKeyFile reads a master key written by GenerateKeyFile. The file must
+// hold exactly KeySize bytes and must not be group or world readable.
+func LoadKeyFile(path string) (*MasterKey, error) {
+	b, err := readSecretFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("key file: %w", err)
+	}
+	defer clear(b)
+	if len(b) != KeySize {
+		return nil, fmt.Errorf("key file %s holds %d bytes, want %d (create one with: securevol key generate FILE)", path, len(b), KeySize)
+	}
+	return NewMasterKey(b)
+}
+
+// ReadPassphraseFile reads a passphrase (one trailing newline is dropped).
+// Like key files, passphrase files must not be group or world readable.
+func ReadPassphraseFile(path string) ([]byte, error) {
+	b, err := readSecretFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("passphrase file: %w", err)
+	}
+	b = bytes.TrimSuffix(b, []byte("\n"))
+	b = bytes.TrimSuffix(b, []byte("\r"))
+	if len(b) == 0 {
+		return nil, fmt.Errorf("passphrase file %s is empty", path)
+	}
+	return b, nil
+}
+
+// KDFParams are the (non-secret) Argon2id parameters that turn a passphrase
+// into a master key. They are stored in each directory header.
+type KDFParams struct {
+	Algorithm string `json:"algorithm"` // always "argon2id"
+	Salt      []byte `json:"salt"`      // 32 random bytes
+	Time      uint32 `json:"time"`
+	MemoryKiB uint32 `json:"memory_kib"`
+	Threads   uint8  `json:"threads"`
+}
+
+// DefaultKDFParams returns RFC 9106's second recommended Argon2id setting
+// (t=3, m=64 MiB, p=4) with a fresh random salt.
+func DefaultKDFParams() (*KDFParams, error) {
+	salt := make([]byte, 32)
+	if _, err := io.ReadFull(rand.Reader, salt); err != nil {
+		return nil, fmt.Errorf("read random: %w", err)
+	}
+	return &KDFParams{Algorithm: "argon2id", Salt: salt, Time: 3, MemoryKiB: 64 << 10, Threads: 4}, nil
+}
+
+func (p *KDFParams) validate() error {
+	switch {
+	case p.Algorithm != "argon2id":
+		return fmt.Errorf("unsupported KDF %q", p.Algorithm)
+	case len(p.Salt) < 16:
+		return errors.New("KDF salt shorter than 16 bytes")
+	case p.Time < 1 || p.MemoryKiB < 8*uint32(max(p.Threads, 1)) || p.Threads < 1:
+		return errors.New("KDF parameters out of range")
+	case p.MemoryKiB > 4<<20 || p.Time > 100:
+		return errors.New("KDF parameters too large (refusing to spend that much memory or time)")
+	}
+	return nil
+}
+
+// DeriveMasterKey stretches a passphrase into a master key with Argon2id.
+func DeriveMasterKey(passphrase []byte, p *KDFParams) (*MasterKey, error) {
+	if err := p.validate(); err != nil {
+		return nil, err
+	}
+	b := argon2.IDKey(passphrase, p.Salt, p.Time, p.MemoryKiB, p.Threads, KeySize)
+	defer clear(b)
+	return NewMasterKey(b)
+}

@@ -1,0 +1,244 @@
+package crypto
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Names in the backing folder. Encoded names use base64url without
+// padding, which has no '.', so none of these can collide with one.
+const (
+	DirIVName      = "sv.diriv" // 16 random bytes in every directory
+	DirIVSize      = 16
+	LongNamePrefix = "sv.long." // sv.long.<base64url(sha256(encoded))>
+	LongNameSuffix = ".name"    // sidecar holding the full encoded name
+	MaxEncodedName = 255        // longer encoded names are hashed
+	XattrPrefix    = "user.sv." // backing xattr names: user.sv.<encoded>
+	MaxSymlinkLen  = 3040       // plaintext; its sealed base64 form stays under PATH_MAX
+)
+
+// ErrBadName is returned for names that cannot be encrypted or decoded.
+var ErrBadName = errors.New("invalid name")
+
+var b64 = base64.RawURLEncoding
+
+func pad16(b []byte) []byte {
+	n := 16 - len(b)%16
+	out := make([]byte, len(b)+n)
+	copy(out, b)
+	for i := len(b); i < len(out); i++ {
+		out[i] = byte(n)
+	}
+	return out
+}
+
+func unpad16(b []byte) ([]byte, error) {
+	if len(b) == 0 || len(b)%16 != 0 {
+		return nil, ErrAuth
+	}
+	n := int(b[len(b)-1])
+	if n == 0 || n > 16 {
+		return nil, ErrAuth
+	}
+	for _, c := range b[len(b)-n:] {
+		if int(c) != n {
+			return nil, ErrAuth
+		}
+	}
+	return b[:len(b)-n], nil
+}
+
+// EncryptName encrypts one path component for the directory whose IV is
+// dirIV: EME-AES-256 with the IV as tweak over the PKCS#7-padded name,
+// base64url-encoded. The result may be longer than MaxEncodedName; see
+// BackingName.
+func (v *VolumeKeys) EncryptName(name string, dirIV []byte) (string, error) {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") || len(name) > 255 {
+		return "", fmt.Errorf("%w: %q", ErrBadName, name)
+	}
+	if len(dirIV) != DirIVSize {
+		return "", fmt.Errorf("directory IV is %d bytes", len(dirIV))
+	}
+	c := v.names.Encrypt(dirIV, pad16([]byte(name)))
+	return b64.EncodeToString(c), nil
+}
+
+// DecryptName reverses EncryptName.
+func (v *VolumeKeys) DecryptName(encoded string, dirIV []byte) (string, error) {
+	c, err := b64.DecodeString(encoded)
+	if err != nil || len(c) == 0 || len(c)%16 != 0 || len(c) > 16*2048 {
+		return "", fmt.Errorf("%w: %q is not an encrypted name", ErrBadName, encoded)
+	}
+	if len(dirIV) != DirIVSize {
+		return "", fmt.Errorf("directory IV is %d bytes", len(dirIV))
+	}
+	p, err := unpad16(v.names.Decrypt(dirIV, c))
+	if err != nil {
+		return "", fmt.Errorf("name %q: %w", encoded, ErrAuth)
+	}
+	name := string(p)
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return "", fmt.Errorf("name %q: %w", encoded, ErrAuth)
+	}
+	return name, nil
+}
+
+// BackingName maps an encoded name to the name stored on disk: itself if it
+// fits, else the hashed long-name form (and then long is true and the
+// encoded name must be stored in the sidecar LongNameSidecar(backing)).
+func BackingName(encoded string) (backing string, long bool) {
+	if len(encoded) <= MaxEncodedName {
+		return encoded, false
+	}
+	h := sha256.Sum256([]byte(encoded))
+	return LongNamePrefix + b64.EncodeToString(h[:]), true
+}
+
+// IsLongName reports whether a backing name is a hashed long name (and not
+// its sidecar).
+func IsLongName(backing string) bool {
+	return strings.HasPrefix(backing, LongNamePrefix) && !strings.HasSuffix(backing, LongNameSuffix)
+}
+
+// LongNameSidecar is the name of the file that holds a long name's full
+// encoded form.
+func LongNameSidecar(backing string) string { return backing + LongNameSuffix }
+
+// CheckLongName verifies that encoded is the name a long backing name was
+// derived from (the sidecar cannot be swapped for another one).
+func CheckLongName(backing, encoded string) error {
+	if b, long := BackingName(encoded); !long || b != backing {
+		return fmt.Errorf("long name %s: sidecar does not match: %w", backing, ErrAuth)
+	}
+	return nil
+}
+
+// IsInternalName reports whether a backing name is securevol bookkeeping
+// rather than an encrypted entry.
+func IsInternalName(backing string) bool {
+	return backing == DirIVName || backing == HeaderName || strings.HasPrefix(backing, ".tmp-") ||
+		(strings.HasPrefix(backing, LongNamePrefix) && strings.HasSuffix(backing, LongNameSuffix))
+}
+
+// NewDirIV returns 16 random bytes.
+func NewDirIV() ([]byte, error) {
+	iv := make([]byte, DirIVSize)
+	if _, err := io.ReadFull(rand.Reader, iv); err != nil {
+		return nil, fmt.Errorf("read random: %w", err)
+	}
+	return iv, nil
+}
+
+// CreateDirIV writes a fresh DirIVName file into the backing directory dir.
+func CreateDirIV(dir string) error {
+	iv, err := NewDirIV()
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, DirIVName), iv, 0o444)
+}
+
+// ReadDirIV reads the IV of the backing directory dir.
+func ReadDirIV(dir string) ([]byte, error) {
+	f, err := os.Open(filepath.Join(dir, DirIVName))
+	if err != nil {
+		return nil, fmt.Errorf("directory IV: %w", err)
+	}
+	defer f.Close()
+	iv := make([]byte, DirIVSize+1)
+	n, _ := io.ReadFull(f, iv)
+	if n != DirIVSize {
+		return nil, fmt.Errorf("directory IV %s: %d bytes: %w", filepath.Join(dir, DirIVName), n, ErrAuth)
+	}
+	return iv[:DirIVSize], nil
+}
+
+var zeroIV = make([]byte, DirIVSize)
+
+// EncryptXattrName maps a plaintext extended-attribute name to the backing
+// one: XattrPrefix + base64url(EME(xattr key, zero tweak, pad(name))).
+func (v *VolumeKeys) EncryptXattrName(name string) (string, error) {
+	if name == "" || len(name) > 255 {
+		return "", fmt.Errorf("%w: xattr %q", ErrBadName, name)
+	}
+	return XattrPrefix + b64.EncodeToString(v.xnames.Encrypt(zeroIV, pad16([]byte(name)))), nil
+}
+
+// DecryptXattrName reverses EncryptXattrName. ok is false for backing
+// attributes that are not securevol's (they are hidden).
+func (v *VolumeKeys) DecryptXattrName(backing string) (name string, ok bool) {
+	if !strings.HasPrefix(backing, XattrPrefix) {
+		return "", false
+	}
+	c, err := b64.DecodeString(backing[len(XattrPrefix):])
+	if err != nil || len(c) == 0 || len(c)%16 != 0 {
+		return "", false
+	}
+	p, err := unpad16(v.xnames.Decrypt(zeroIV, c))
+	if err != nil {
+		return "", false
+	}
+	return string(p), true
+}
+
+func (v *VolumeKeys) sealMeta(plain []byte, ad string) []byte {
+	nonce := make([]byte, NonceSize, NonceSize+len(plain)+TagSize)
+	if _, err := rand.Read(nonce); err != nil {
+		panic("crypto/rand: " + err.Error())
+	}
+	return v.meta.Seal(nonce, nonce, plain, []byte(ad))
+}
+
+func (v *VolumeKeys) openMeta(c []byte, ad string) ([]byte, error) {
+	if len(c) < NonceSize+TagSize {
+		return nil, ErrAuth
+	}
+	p, err := v.meta.Open(nil, c[:NonceSize], c[NonceSize:], []byte(ad))
+	if err != nil {
+		return nil, ErrAuth
+	}
+	return p, nil
+}
+
+// SealXattrValue encrypts an xattr value, bound to the attribute's name.
+func (v *VolumeKeys) SealXattrValue(name string, value []byte) []byte {
+	return v.sealMeta(value, "xattr "+name)
+}
+
+// OpenXattrValue reverses SealXattrValue.
+func (v *VolumeKeys) OpenXattrValue(name string, sealed []byte) ([]byte, error) {
+	p, err := v.openMeta(sealed, "xattr "+name)
+	if err != nil {
+		return nil, fmt.Errorf("xattr %q: %w", name, err)
+	}
+	return p, nil
+}
+
+// SealSymlink encrypts a symlink target: AES-256-GCM (meta key), random
+// nonce, base64url. Targets longer than MaxSymlinkLen are refused.
+func (v *VolumeKeys) SealSymlink(target string) (string, error) {
+	if len(target) > MaxSymlinkLen {
+		return "", fmt.Errorf("%w: symlink target longer than %d bytes", ErrBadName, MaxSymlinkLen)
+	}
+	return b64.EncodeToString(v.sealMeta([]byte(target), "symlink")), nil
+}
+
+// OpenSymlink reverses SealSymlink.
+func (v *VolumeKeys) OpenSymlink(stored string) (string, error) {
+	c, err := b64.DecodeString(stored)
+	if err != nil {
+		return "", fmt.Errorf("symlink target: %w", ErrAuth)
+	}
+	p, err := v.openMeta(c, "symlink")
+	if err != nil {
+		return "", fmt.Errorf("symlink target: %w", err)
+	}
+	return string(p), nil
+}

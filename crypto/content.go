@@ -79,13 +79,17 @@ func (f *FileCipher) SealBlock(dst, plain []byte, block uint64) []byte {
 	if len(plain) > BlockSize {
 		panic("SealBlock: block too large")
 	}
-	var adb [8 + FileIDSize]byte
-	n := len(dst)
-	dst = append(dst, make([]byte, NonceSize)...)
-	nonce := dst[n : n+NonceSize]
-	if _, err := rand.Read(nonce); err != nil {
+	var nonce [NonceSize]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
 		panic("crypto/rand: " + err.Error()) // crypto/rand.Read never fails on Linux
 	}
+	return f.sealBlockNonce(dst, plain, block, nonce[:])
+}
+
+// sealBlockNonce is SealBlock with a given nonce (for known-answer tests).
+func (f *FileCipher) sealBlockNonce(dst, plain []byte, block uint64, nonce []byte) []byte {
+	var adb [8 + FileIDSize]byte
+	dst = append(dst, nonce...)
 	return f.aead.Seal(dst, nonce, plain, f.ad(&adb, block))
 }
 

@@ -50,15 +50,20 @@ func wrapAD(id string) []byte { return []byte("securevol v1 volume key " + id) }
 func wrapKEK(mk *MasterKey) []byte { return hkdfKey(mk.b[:], nil, labelWrap) }
 
 func (h *Header) wrap(mk *MasterKey, volumeKey []byte) error {
-	kek := wrapKEK(mk)
-	defer clear(kek)
-	g := newGCM(kek)
-	nonce := make([]byte, g.NonceSize())
+	nonce := make([]byte, NonceSize)
 	if _, err := io.ReadFull(rand.Reader, nonce); err != nil {
 		return fmt.Errorf("read random: %w", err)
 	}
-	h.WrappedKey = g.Seal(nonce, nonce, volumeKey, wrapAD(h.ID))
+	h.wrapNonce(mk, volumeKey, nonce)
 	return nil
+}
+
+// wrapNonce seals volumeKey with a given nonce (for known-answer tests).
+func (h *Header) wrapNonce(mk *MasterKey, volumeKey, nonce []byte) {
+	kek := wrapKEK(mk)
+	defer clear(kek)
+	g := newGCM(kek)
+	h.WrappedKey = g.Seal(append([]byte(nil), nonce...), nonce, volumeKey, wrapAD(h.ID))
 }
 
 func (h *Header) unwrap(mk *MasterKey) ([]byte, error) {

@@ -3,10 +3,17 @@ module github.com/securevol/securevol
 go 1.26.0
 
 require (
+	github.com/docker/go-plugins-helpers v0.0.0-20240701071450-45e2431495c8
 	github.com/hanwen/go-fuse/v2 v2.12.1
 	github.com/rfjakob/eme v1.2.0
 	github.com/sirupsen/logrus v1.10.2
+	go.etcd.io/bbolt v1.5.0
 	golang.org/x/crypto v0.59.0
+	golang.org/x/sys v0.50.0
 )
 
-require golang.org/x/sys v0.50.0 // indirect
+require (
+	github.com/Microsoft/go-winio v0.6.4 // indirect
+	github.com/coreos/go-systemd v0.0.0-20191104093116-d3cd4ed1dbcf // indirect
+	github.com/docker/go-connections v0.8.2 // indirect
+)

@@ -1,0 +1,582 @@
+package cryptfs
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/securevol/securevol/crypto"
+)
+
+// File contents (docs/FORMAT.md): an 18-byte header, then blocks of up to
+// 4096 plaintext bytes sealed one by one into 4124 bytes. Writes and
+// truncation re-seal whole blocks; a block only partly covered by a write
+// is read, decrypted, merged and sealed again (read-modify-write). The
+// node's write lock serializes all of that per inode; reads share it.
+//
+// A write first preallocates the ciphertext it will overwrite (fallocate
+// with KEEP_SIZE), so a full disk fails the write before any byte of an
+// existing block changes instead of leaving a torn block; space for
+// blocks appended past the end is released again if the write fails.
+
+const (
+	bs  = crypto.BlockSize
+	cbs = crypto.CipherBlockSize
+
+	// Requests at least this large are sealed or opened by several
+	// goroutines at once.
+	parallelMin = 64 << 10
+
+	// fsyncDatasync is FUSE_FSYNC_FDATASYNC in fsync's flags.
+	fsyncDatasync = 1
+)
+
+// fileHandle is an open regular file: the backing descriptor (read-write
+// whenever the plaintext open may write, as partial blocks must be read)
+// and the backing path for log messages.
+type fileHandle struct {
+	fd  int
+	rel string
+}
+
+var (
+	_ = (fs.NodeReader)((*node)(nil))
+	_ = (fs.NodeWriter)((*node)(nil))
+	_ = (fs.NodeFsyncer)((*node)(nil))
+	_ = (fs.NodeReleaser)((*node)(nil))
+	_ = (fs.NodeAllocater)((*node)(nil))
+)
+
+// ioBuf is the scratch space of one request, pooled per mount.
+type ioBuf struct {
+	cipher []byte
+	block  [cbs]byte // one ciphertext block being read-modify-written
+	head   [bs]byte  // plaintext of the first partial block
+	tail   [bs]byte  // plaintext of the last partial block
+}
+
+// Room for a maxWrite request that starts and ends mid-block.
+const ioBufBlocks = maxWrite/bs + 2
+
+func newIOBuf() *ioBuf { return &ioBuf{cipher: make([]byte, ioBufBlocks*cbs)} }
+
+func (f *fsys) getBuf() *ioBuf  { return f.bufs.Get().(*ioBuf) }
+func (f *fsys) putBuf(b *ioBuf) { f.bufs.Put(b) }
+
+// cipherSpace returns n bytes from b, or a fresh slice for an oversized
+// request.
+func (b *ioBuf) cipherSpace(n int) []byte {
+	if n <= len(b.cipher) {
+		return b.cipher[:n]
+	}
+	return make([]byte, n)
+}
+
+// parallel runs fn over [0, n) split into one range per CPU when the
+// request is large enough to pay for the goroutines.
+func parallel(n, bytes int, fn func(lo, hi int)) {
+	w := workers()
+	if w < 2 || n < 2 || bytes < parallelMin {
+		fn(0, n)
+		return
+	}
+	w = min(w, n)
+	per := (n + w - 1) / w
+	var wg sync.WaitGroup
+	for lo := per; lo < n; lo += per {
+		wg.Add(1)
+		go func(lo, hi int) {
+			defer wg.Done()
+			fn(lo, hi)
+		}(lo, min(lo+per, n))
+	}
+	fn(0, min(per, n))
+	wg.Wait()
+}
+
+// readCipher returns the file's cipher, reading the header on first use;
+// nil for an empty file. Callers hold cmu (either mode).
+func (n *node) readCipher(h *fileHandle) (*crypto.FileCipher, syscall.Errno) {
+	if fc := n.fc.Load(); fc != nil {
+		return fc, 0
+	}
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	if fc := n.fc.Load(); fc != nil {
+		return fc, 0
+	}
+	var hdr [crypto.FileHeaderSize]byte
+	k, err := preadFull(h.fd, hdr[:], 0)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	if k == 0 {
+		return nil, 0
+	}
+	id, err := crypto.ParseFileHeader(hdr[:k])
+	if err != nil {
+		n.fsys.authFailed("file header", h.rel, err, nil)
+		return nil, syscall.EIO
+	}
+	fc, err := n.fsys.keys.FileCipher(id)
+	if err != nil {
+		return nil, syscall.EIO
+	}
+	n.fc.Store(fc)
+	return fc, 0
+}
+
+// loadLocked makes sure size is known and, for a non-empty backing file,
+// the cipher. Callers hold cmu for writing.
+func (n *node) loadLocked(h *fileHandle) syscall.Errno {
+	if n.size.Load() >= 0 && (n.fc.Load() != nil || n.size.Load() == 0) {
+		return 0
+	}
+	var st unix.Statx_t
+	if err := fstatx(h.fd, &st); err != nil {
+		return toErrno(err)
+	}
+	if st.Size > 0 {
+		if _, errno := n.readCipher(h); errno != 0 {
+			return errno
+		}
+	}
+	if n.size.Load() < 0 {
+		n.size.Store(int64(crypto.PlainSize(st.Size)))
+	}
+	return 0
+}
+
+// ensureHeaderLocked writes the header of an empty file: files get theirs
+// with their first byte, so an empty file has no backing bytes at all.
+func (n *node) ensureHeaderLocked(h *fileHandle) syscall.Errno {
+	if n.fc.Load() != nil {
+		return 0
+	}
+	hdr, id, err := crypto.NewFileHeader()
+	if err != nil {
+		return syscall.EIO
+	}
+	fc, err := n.fsys.keys.FileCipher(id)
+	if err != nil {
+		return syscall.EIO
+	}
+	if _, err := pwriteFull(h.fd, hdr, 0); err != nil {
+		unix.Ftruncate(h.fd, 0)
+		return toErrno(err)
+	}
+	n.fc.Store(fc)
+	return 0
+}
+
+// readBlock appends the plaintext of block b to dst. A block that fails
+// authentication is logged and yields EIO.
+func (n *node) readBlock(h *fileHandle, fc *crypto.FileCipher, buf *ioBuf, b int64, dst []byte) ([]byte, syscall.Errno) {
+	k, err := preadFull(h.fd, buf.block[:], crypto.BlockOffset(uint64(b)))
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	p, err := fc.OpenBlock(dst, buf.block[:k], uint64(b))
+	if err != nil {
+		n.fsys.authFailed("block", h.rel, err, logrus.Fields{"block": b})
+		return nil, syscall.EIO
+	}
+	return p, 0
+}
+
+// preallocate reserves backing space for [off, off+length) without
+// changing the size. File systems without fallocate are written to
+// unprotected, like any other program would.
+func preallocate(fd int, off, length int64) syscall.Errno {
+	for {
+		err := unix.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, off, length)
+		switch err {
+		case unix.EINTR:
+			continue
+		case nil, unix.EOPNOTSUPP, unix.ENOSYS:
+			return 0
+		}
+		return toErrno(err)
+	}
+}
+
+func (n *node) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h, ok := f.(*fileHandle)
+	if !ok {
+		return nil, syscall.EBADF
+	}
+	if len(dest) == 0 || off < 0 {
+		return fuse.ReadResultData(nil), 0
+	}
+	n.cmu.RLock()
+	defer n.cmu.RUnlock()
+	fc, errno := n.readCipher(h)
+	if errno != 0 || fc == nil {
+		return fuse.ReadResultData(nil), errno
+	}
+	k, errno := n.readAt(h, fc, dest, off)
+	if errno != 0 {
+		return nil, errno
+	}
+	return fuse.ReadResultData(dest[:k]), 0
+}
+
+// readAt decrypts the plaintext at off into dest and returns its length
+// (short at end of file). Whole blocks are opened straight into dest; only
+// the blocks at either edge go through scratch space.
+func (n *node) readAt(h *fileHandle, fc *crypto.FileCipher, dest []byte, off int64) (int, syscall.Errno) {
+	end := off + int64(len(dest))
+	first := off / bs
+	last := (end - 1) / bs
+	buf := n.fsys.getBuf()
+	defer n.fsys.putBuf(buf)
+	c := buf.cipherSpace(int(last-first+1) * cbs)
+	k, err := preadFull(h.fd, c, crypto.BlockOffset(uint64(first)))
+	if err != nil {
+		return 0, toErrno(err)
+	}
+	c = c[:k]
+	present := (k + cbs - 1) / cbs
+	if present == 0 {
+		return 0, 0
+	}
+	var bad atomic.Int64
+	bad.Store(-1)
+	total := 0
+	// edge opens block i into scratch and copies the wanted part.
+	edge := func(i int, scratch []byte) bool {
+		b := first + int64(i)
+		p, err := fc.OpenBlock(scratch[:0], c[i*cbs:min((i+1)*cbs, k)], uint64(b))
+		if err != nil {
+			bad.CompareAndSwap(-1, b)
+			return false
+		}
+		bStart := b * bs
+		lo, hi := max(off, bStart), min(end, bStart+int64(len(p)))
+		if hi > lo {
+			copy(dest[lo-off:], p[lo-bStart:hi-bStart])
+			total = max(total, int(hi-off))
+		}
+		return true
+	}
+	if !edge(0, buf.head[:]) {
+		return 0, n.blockFailed(h, &bad)
+	}
+	if present > 1 {
+		// Blocks strictly between the edges are whole and wanted whole.
+		parallel(present-2, (present-2)*bs, func(lo, hi int) {
+			for i := lo + 1; i < hi+1; i++ {
+				b := first + int64(i)
+				pos := b*bs - off
+				if _, err := fc.OpenBlock(dest[pos:pos], c[i*cbs:(i+1)*cbs], uint64(b)); err != nil {
+					bad.CompareAndSwap(-1, b)
+					return
+				}
+			}
+		})
+		if bad.Load() >= 0 || !edge(present-1, buf.tail[:]) {
+			return 0, n.blockFailed(h, &bad)
+		}
+		if present > 2 {
+			total = max(total, int((first+int64(present)-1)*bs-off))
+		}
+	}
+	return total, 0
+}
+
+func (n *node) blockFailed(h *fileHandle, bad *atomic.Int64) syscall.Errno {
+	n.fsys.authFailed("block", h.rel, crypto.ErrAuth, logrus.Fields{"block": bad.Load()})
+	return syscall.EIO
+}
+
+func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	h, ok := f.(*fileHandle)
+	if !ok {
+		return 0, syscall.EBADF
+	}
+	if off < 0 {
+		return 0, syscall.EINVAL
+	}
+	if len(data) == 0 {
+		return 0, 0
+	}
+	n.cmu.Lock()
+	defer n.cmu.Unlock()
+	if errno := n.loadLocked(h); errno != 0 {
+		return 0, errno
+	}
+	size := n.size.Load()
+	if errno := n.ensureHeaderLocked(h); errno != 0 {
+		return 0, errno
+	}
+	if off > size {
+		// A hole: complete the old last block, the rest stays sparse.
+		if errno := n.extendLocked(h, off); errno != 0 {
+			return 0, errno
+		}
+	}
+	if errno := n.writeLocked(h, data, off); errno != 0 {
+		if n.size.Load() != size {
+			n.truncateLocked(h, size)
+		}
+		return 0, errno
+	}
+	return uint32(len(data)), 0
+}
+
+// writeLocked seals data at off (≤ size) and writes all touched blocks
+// with one pwrite.
+func (n *node) writeLocked(h *fileHandle, data []byte, off int64) syscall.Errno {
+	fc := n.fc.Load()
+	size := n.size.Load()
+	end := off + int64(len(data))
+	newSize := max(size, end)
+	first := off / bs
+	last := (end - 1) / bs
+	nb := int(last - first + 1)
+	buf := n.fsys.getBuf()
+	defer n.fsys.putBuf(buf)
+
+	// blockPlain is the new plaintext of an edge block b.
+	blockPlain := func(b int64, scratch []byte) ([]byte, syscall.Errno) {
+		bStart := b * bs
+		plainLen := min(bs, newSize-bStart)
+		lo := max(off, bStart) - bStart
+		hi := min(end, bStart+plainLen) - bStart
+		if lo == 0 && hi == plainLen {
+			return data[bStart-off : bStart-off+plainLen], 0
+		}
+		old := scratch[:0]
+		if bStart < size {
+			var errno syscall.Errno
+			if old, errno = n.readBlock(h, fc, buf, b, old); errno != 0 {
+				return nil, errno
+			}
+		}
+		p := scratch[:plainLen]
+		clear(p[len(old):])
+		copy(p[lo:hi], data[bStart+lo-off:])
+		return p, 0
+	}
+	head, errno := blockPlain(first, buf.head[:])
+	if errno != 0 {
+		return errno
+	}
+	tail := head
+	if last != first {
+		if tail, errno = blockPlain(last, buf.tail[:]); errno != 0 {
+			return errno
+		}
+	}
+	out := buf.cipherSpace((nb-1)*cbs + len(tail) + crypto.BlockOverhead)
+	parallel(nb, len(data), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			b := first + int64(i)
+			var p []byte
+			switch b {
+			case first:
+				p = head
+			case last:
+				p = tail
+			default:
+				p = data[b*bs-off : b*bs-off+bs]
+			}
+			fc.SealBlock(out[i*cbs:i*cbs], p, uint64(b))
+		}
+	})
+
+	start := crypto.BlockOffset(uint64(first))
+	oldCipher := int64(crypto.CipherSize(uint64(size)))
+	if start < oldCipher {
+		if errno := preallocate(h.fd, start, int64(len(out))); errno != 0 {
+			return errno
+		}
+	}
+	if _, err := pwriteFull(h.fd, out, start); err != nil {
+		if start+int64(len(out)) > oldCipher {
+			// Give back what the write appended; what it overwrote
+			// was preallocated, so it cannot be torn by ENOSPC.
+			unix.Ftruncate(h.fd, oldCipher)
+		}
+		return toErrno(err)
+	}
+	n.size.Store(newSize)
+	return 0
+}
+
+// extendLocked grows the file to newSize: the old last block, if partial,
+// is padded with zeros and sealed again; the blocks after it are holes
+// (all-zero ciphertext, which reads as zeros).
+func (n *node) extendLocked(h *fileHandle, newSize int64) syscall.Errno {
+	size := n.size.Load()
+	if errno := n.ensureHeaderLocked(h); errno != 0 {
+		return errno
+	}
+	fc := n.fc.Load()
+	cur := int64(crypto.CipherSize(uint64(size)))
+	if size%bs != 0 {
+		buf := n.fsys.getBuf()
+		defer n.fsys.putBuf(buf)
+		b := size / bs
+		old, errno := n.readBlock(h, fc, buf, b, buf.head[:0])
+		if errno != 0 {
+			return errno
+		}
+		p := buf.head[:min(bs, newSize-b*bs)]
+		clear(p[len(old):])
+		c := fc.SealBlock(buf.cipher[:0], p, uint64(b))
+		start := crypto.BlockOffset(uint64(b))
+		if errno := preallocate(h.fd, start, int64(len(c))); errno != 0 {
+			return errno
+		}
+		if _, err := pwriteFull(h.fd, c, start); err != nil {
+			return toErrno(err)
+		}
+		cur = start + int64(len(c))
+	}
+	if want := int64(crypto.CipherSize(uint64(newSize))); want != cur {
+		if err := unix.Ftruncate(h.fd, want); err != nil {
+			return toErrno(err)
+		}
+	}
+	n.size.Store(newSize)
+	return 0
+}
+
+// truncateLocked sets the plaintext size. Shrinking to mid-block seals the
+// new last block again at its shorter length; shrinking to zero drops the
+// header too, so the next write starts a fresh file ID.
+func (n *node) truncateLocked(h *fileHandle, newSize int64) syscall.Errno {
+	size := n.size.Load()
+	switch {
+	case newSize == size:
+		return 0
+	case newSize == 0:
+		if err := unix.Ftruncate(h.fd, 0); err != nil {
+			return toErrno(err)
+		}
+		n.fc.Store(nil)
+		n.size.Store(0)
+		return 0
+	case newSize > size:
+		return n.extendLocked(h, newSize)
+	}
+	fc := n.fc.Load()
+	if rest := newSize % bs; rest != 0 {
+		buf := n.fsys.getBuf()
+		defer n.fsys.putBuf(buf)
+		b := newSize / bs
+		old, errno := n.readBlock(h, fc, buf, b, buf.head[:0])
+		if errno != 0 {
+			return errno
+		}
+		c := fc.SealBlock(buf.cipher[:0], old[:min(rest, int64(len(old)))], uint64(b))
+		start := crypto.BlockOffset(uint64(b))
+		if errno := preallocate(h.fd, start, int64(len(c))); errno != 0 {
+			return errno
+		}
+		if _, err := pwriteFull(h.fd, c, start); err != nil {
+			return toErrno(err)
+		}
+	}
+	if err := unix.Ftruncate(h.fd, int64(crypto.CipherSize(uint64(newSize)))); err != nil {
+		return toErrno(err)
+	}
+	n.size.Store(newSize)
+	return 0
+}
+
+// truncate serves truncate(2), ftruncate(2) and O_TRUNC. Without an open
+// handle the backing file is opened for the occasion.
+func (n *node) truncate(h *fileHandle, rel string, size uint64) syscall.Errno {
+	if h == nil {
+		fd, err := openBeneath(n.fsys.rootFd, rel, unix.O_RDWR, 0)
+		if err != nil {
+			return toErrno(err)
+		}
+		defer unix.Close(fd)
+		h = &fileHandle{fd: fd, rel: rel}
+	}
+	if size > uint64(1<<62) {
+		return syscall.EFBIG
+	}
+	n.cmu.Lock()
+	defer n.cmu.Unlock()
+	if errno := n.loadLocked(h); errno != 0 {
+		return errno
+	}
+	return n.truncateLocked(h, int64(size))
+}
+
+// Allocate supports the two modes that need no hole punching in
+// ciphertext: plain preallocation (which may grow the file) and KEEP_SIZE.
+func (n *node) Allocate(ctx context.Context, f fs.FileHandle, off uint64, length uint64, mode uint32) syscall.Errno {
+	h, ok := f.(*fileHandle)
+	if !ok {
+		return syscall.EBADF
+	}
+	if mode&^unix.FALLOC_FL_KEEP_SIZE != 0 {
+		return syscall.EOPNOTSUPP
+	}
+	if length == 0 || off+length > uint64(1<<62) {
+		return syscall.EINVAL
+	}
+	n.cmu.Lock()
+	defer n.cmu.Unlock()
+	if errno := n.loadLocked(h); errno != 0 {
+		return errno
+	}
+	size := n.size.Load()
+	end := int64(off + length)
+	start := crypto.BlockOffset(off / bs)
+	if n.fc.Load() == nil {
+		start = 0 // the header, too
+	}
+	cend := crypto.BlockOffset(uint64(end-1)/bs) + cbs
+	grow := mode == 0 && end > size
+	if grow {
+		cend = int64(crypto.CipherSize(uint64(end)))
+	}
+	if err := unix.Fallocate(h.fd, unix.FALLOC_FL_KEEP_SIZE, start, cend-start); err != nil {
+		return toErrno(err)
+	}
+	if grow {
+		return n.extendLocked(h, end)
+	}
+	return 0
+}
+
+func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
+	switch h := f.(type) {
+	case *fileHandle:
+		if flags&fsyncDatasync != 0 {
+			return toErrno(unix.Fdatasync(h.fd))
+		}
+		return toErrno(unix.Fsync(h.fd))
+	case *dirHandle:
+		return toErrno(unix.Fsync(h.fd))
+	}
+	rel, errno := n.relPath()
+	if errno != 0 {
+		return errno
+	}
+	fd, err := openBeneath(n.fsys.rootFd, rel, unix.O_RDONLY, 0)
+	if err != nil {
+		return toErrno(err)
+	}
+	defer unix.Close(fd)
+	return toErrno(unix.Fsync(fd))
+}
+
+func (n *node) Release(ctx context.Context, f fs.FileHandle) syscall.Errno {
+	if h, ok := f.(*fileHandle); ok {
+		return toErrno(unix.Close(h.fd))
+	}
+	return 0
+}

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestMedian(t *testing.T) {
+	for _, tc := range []struct {
+		in   []float64
+		want float64
+	}{
+		{nil, 0},
+		{[]float64{3}, 3},
+		{[]float64{5, 1, 3}, 3},
+		{[]float64{4, 1, 3, 2}, 2.5},
+		{[]float64{10, 1, 1}, 1},
+	} {
+		if got := median(tc.in); got != tc.want {
+			t.Errorf("median(%v) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestVerdict(t *testing.T) {
+	speed := &workload{unit: speedMBps, target: 0.85}
+	time := &workload{unit: seconds, target: 3}
+	info := &workload{unit: seconds}
+	for _, tc := range []struct {
+		w     *workload
+		ratio float64
+		want  string
+	}{
+		{speed, 0.9, "PASS"},
+		{speed, 0.85, "PASS"},
+		{speed, 0.84, "MISS"},
+		{time, 2.9, "PASS"},
+		{time, 3, "PASS"},
+		{time, 3.1, "MISS"},
+		{info, 100, ""},
+	} {
+		if got := verdict(tc.w, tc.ratio); got != tc.want {
+			t.Errorf("verdict(unit %d target %v, %v) = %q, want %q", tc.w.unit, tc.w.target, tc.ratio, got, tc.want)
+		}
+	}
+}
+
+func TestRatioUsesMediansOfSameRun(t *testing.T) {
+	r := newReport(config{}, allWorkloads, &tarball{})
+	for _, v := range []float64{1, 100, 2} {
+		r.add("plain", "untar", sample{value: v})
+	}
+	for _, v := range []float64{6, 4, 5} {
+		r.add("securevol", "untar", sample{value: v})
+	}
+	got, ok := r.ratio("securevol", "untar")
+	if !ok || got != 2.5 {
+		t.Errorf("ratio = %v, %v; want 2.5 (median 5 over median 2)", got, ok)
+	}
+	if _, ok := r.ratio("gocryptfs", "untar"); ok {
+		t.Error("ratio of an unmeasured filesystem reported as known")
+	}
+}
+
+func TestParseMountinfo(t *testing.T) {
+	data := "22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n" +
+		"43 22 0:39 / /var/tmp/b\\040x/mnt rw,nosuid - fuse.securevol /var/tmp/b\\040x/cipher rw,user_id=0\n"
+	ms, err := parseMountinfo(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 2 {
+		t.Fatalf("got %d entries, want 2", len(ms))
+	}
+	want := mountEntry{mountpoint: "/var/tmp/b x/mnt", fstype: "fuse.securevol", source: "/var/tmp/b x/cipher"}
+	if ms[1] != want {
+		t.Errorf("entry = %+v, want %+v", ms[1], want)
+	}
+	if _, err := parseMountinfo("garbage without separator\n"); err == nil {
+		t.Error("malformed mountinfo accepted")
+	}
+}
+
+func TestIsUnder(t *testing.T) {
+	for _, tc := range []struct {
+		path, dir string
+		want      bool
+	}{
+		{"/var/tmp/b/mnt", "/var/tmp/b", true},
+		{"/var/tmp/b", "/var/tmp/b", true},
+		{"/var/tmp/bb", "/var/tmp/b", false},
+		{"/anything", "/", true},
+	} {
+		if got := isUnder(tc.path, tc.dir); got != tc.want {
+			t.Errorf("isUnder(%q, %q) = %v, want %v", tc.path, tc.dir, got, tc.want)
+		}
+	}
+}
+
+func TestSelectWorkloadsAddsDependencies(t *testing.T) {
+	for _, tc := range []struct {
+		chosen []string
+		want   string
+	}{
+		{[]string{"read"}, "write,read"},
+		{[]string{"rm"}, "untar,rm"},
+		{[]string{"lswarm", "write"}, "write,untar,lswarm"},
+	} {
+		m := map[string]bool{}
+		for _, k := range tc.chosen {
+			m[k] = true
+		}
+		wls, err := selectWorkloads(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var keys []string
+		for _, w := range wls {
+			keys = append(keys, w.key)
+		}
+		if got := strings.Join(keys, ","); got != tc.want {
+			t.Errorf("selectWorkloads(%v) = %s, want %s", tc.chosen, got, tc.want)
+		}
+	}
+	if _, err := selectWorkloads(map[string]bool{"nope": true}); err == nil {
+		t.Error("unknown workload accepted")
+	}
+}
+
+func TestParseOps(t *testing.T) {
+	log := `time="x" level=debug msg="rx 18: LOOKUP n1  \"a\"  p4211" dir=c
+time="x" level=debug msg="tx 18:     OK, {n2 g1}" dir=c
+2026/11/27 04:00:27 rx 20: READDIRPLUS n2 {Fh 3 [0 +4096)  L 0 LARGEFILE} p4211
+2026/11/27 04:00:27 rx 22: LOOKUP n1 ["b"] p1
+mounted; rx without a number: NOPE
+`
+	got := parseOps([]byte(log))
+	want := map[string]int{"LOOKUP": 2, "READDIRPLUS": 1}
+	if len(got) != len(want) {
+		t.Fatalf("parseOps = %v, want %v", got, want)
+	}
+	for op, n := range want {
+		if got[op] != n {
+			t.Errorf("parseOps[%s] = %d, want %d (all: %v)", op, got[op], n, got)
+		}
+	}
+}

@@ -1,0 +1,621 @@
+// Package driver implements Docker's volume plugin protocol for securevol:
+// each volume is an encrypted backing folder (crypto) under
+// <state-dir>/volumes/<ID>, shown decrypted by a FUSE mount (cryptfs) under
+// the mount root while at least one container uses it, with its metadata
+// and reference counts in a bbolt database (store).
+package driver
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/volume"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/securevol/securevol/crypto"
+	"github.com/securevol/securevol/store"
+)
+
+// Config configures a Driver.
+type Config struct {
+	// StateDir holds the backing folders, in StateDir/volumes/<volume ID>.
+	StateDir string
+	// MountRoot is where volumes are mounted, at MountRoot/<name>. For a
+	// managed plugin it must lie under the plugin's propagatedMount.
+	MountRoot string
+	// Store is the open metadata database.
+	Store *store.Store
+	// Keys are master key sources. Keys[0] wraps new volumes; opening a
+	// volume tries each in turn (more than one only during a key rotation).
+	Keys []crypto.KeySource
+	// KeyKind names the key source for Status ("key file", "passphrase",
+	// "key command"). Never the key itself.
+	KeyKind string
+	// Mounter mounts a volume; nil means FUSEMounter.
+	Mounter Mounter
+	// Log receives the driver's log; nil discards.
+	Log *logrus.Entry
+	// LockWait bounds how long a request waits for another request on the
+	// same volume; 0 means 50 s (under the engine's 60 s timeout).
+	LockWait time.Duration
+	// UnmountWait bounds how long an unmount waits for its FUSE server to
+	// end; 0 means 2 s. See detachVolume.
+	UnmountWait time.Duration
+}
+
+// Driver is the volume driver. Create it with New, then call Start before
+// serving requests, and Close on shutdown.
+type Driver struct {
+	cfg    Config
+	volDir string
+	log    *logrus.Entry
+	locks  *nameLocks
+
+	// keyMu guards keys. Creating or opening a volume holds it for reading;
+	// a key rotation holds it for writing, so no volume is created under the
+	// old key after the rotation has walked past it.
+	keyMu sync.RWMutex
+	keys  []crypto.KeySource
+
+	mu      sync.Mutex
+	mounted map[string]*liveMount // by volume name
+	trouble map[string]string     // volume name → problem found at start-up
+}
+
+type liveMount struct {
+	m          Mount
+	mountpoint string
+	leaving    atomic.Bool // set while we unmount it ourselves
+}
+
+var _ volume.Driver = (*Driver)(nil)
+
+// New checks cfg and returns a Driver. It touches nothing on disk.
+func New(cfg Config) (*Driver, error) {
+	if cfg.StateDir == "" || cfg.MountRoot == "" || cfg.Store == nil {
+		return nil, errors.New("driver: StateDir, MountRoot and Store are required")
+	}
+	if len(cfg.Keys) == 0 {
+		return nil, errors.New("driver: no master key source")
+	}
+	if cfg.Mounter == nil {
+		cfg.Mounter = FUSEMounter
+	}
+	if cfg.Log == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		cfg.Log = logrus.NewEntry(l)
+	}
+	if cfg.LockWait <= 0 {
+		cfg.LockWait = 50 * time.Second
+	}
+	if cfg.UnmountWait <= 0 {
+		cfg.UnmountWait = 2 * time.Second
+	}
+	if cfg.KeyKind == "" {
+		cfg.KeyKind = "key file"
+	}
+	return &Driver{
+		cfg:     cfg,
+		volDir:  filepath.Join(cfg.StateDir, "volumes"),
+		log:     cfg.Log,
+		locks:   newNameLocks(),
+		keys:    append([]crypto.KeySource(nil), cfg.Keys...),
+		mounted: map[string]*liveMount{},
+		trouble: map[string]string{},
+	}, nil
+}
+
+func (d *Driver) backing(id string) string      { return filepath.Join(d.volDir, id) }
+func (d *Driver) mountpoint(name string) string { return filepath.Join(d.cfg.MountRoot, name) }
+
+func (d *Driver) live(name string) *liveMount {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.mounted[name]
+}
+
+func (d *Driver) setTrouble(name, problem string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if problem == "" {
+		delete(d.trouble, name)
+	} else {
+		d.trouble[name] = problem
+	}
+}
+
+func (d *Driver) getTrouble(name string) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.trouble[name]
+}
+
+// lookup returns name's record, with an error that says "no such volume"
+// for unknown names: the engine reads that from Get as "not mine".
+func (d *Driver) lookup(name string) (*store.Volume, error) {
+	v, err := d.cfg.Store.Get(name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("volume %s: no such volume", name)
+	}
+	return v, err
+}
+
+func newID() (string, error) {
+	b := make([]byte, 16)
+	if _, err := io.ReadFull(rand.Reader, b); err != nil {
+		return "", fmt.Errorf("read random: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// Create makes a new encrypted volume. Re-creating a volume with the same
+// options is a no-op; with different ones it is an error, because the
+// engine would otherwise let the user believe the new options took effect.
+func (d *Driver) Create(r *volume.CreateRequest) error {
+	if err := ValidateName(r.Name); err != nil {
+		return err
+	}
+	opts, err := ParseOptions(r.Options)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", r.Name, err)
+	}
+	unlock, err := d.locks.lock(r.Name, d.cfg.LockWait)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	old, err := d.cfg.Store.Get(r.Name)
+	switch {
+	case err == nil && old.Removing:
+		return fmt.Errorf("create %s: the volume is being removed (its key is already destroyed); finish with: docker volume rm %s", r.Name, r.Name)
+	case err == nil && old.Options == opts:
+		return nil
+	case err == nil:
+		return fmt.Errorf("create %s: volume already exists with different options (%s, requested %s); remove it first or repeat the original options", r.Name, formatOptions(old.Options), formatOptions(opts))
+	case !errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("create %s: %w", r.Name, err)
+	}
+
+	start := time.Now()
+	v, err := d.create(r.Name, opts)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", r.Name, err)
+	}
+	d.log.WithFields(logrus.Fields{"volume": r.Name, "id": v.ID, "options": formatOptions(opts), "took": time.Since(start).Round(time.Millisecond)}).Info("created volume")
+	return nil
+}
+
+func (d *Driver) create(name string, opts store.Options) (*store.Volume, error) {
+	id, err := newID()
+	if err != nil {
+		return nil, err
+	}
+	dir := d.backing(id)
+	if err := os.MkdirAll(d.volDir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return nil, err
+	}
+	labels := optionLabels(opts)
+	labels["name"] = name
+	d.keyMu.RLock()
+	_, hdr, err := crypto.InitDir(dir, d.keys[0], labels)
+	d.keyMu.RUnlock()
+	if err == nil {
+		// The backing root's owner and mode are what the FUSE root shows.
+		err = applyOwner(dir, opts)
+	}
+	v := &store.Volume{ID: id, Name: name, Options: opts}
+	if err == nil {
+		v.CreatedAt = hdr.Created
+		err = d.cfg.Store.Update(func(tx *store.Tx) error { return tx.Put(v) })
+	}
+	if err != nil {
+		if err2 := d.discard(dir); err2 != nil {
+			d.log.WithError(err2).WithField("volume", name).Error("cleaning up after a failed create")
+		}
+		return nil, err
+	}
+	return v, nil
+}
+
+func applyOwner(dir string, o store.Options) error {
+	if err := os.Chown(dir, int(o.UID), int(o.GID)); err != nil {
+		return err
+	}
+	// os.Chmod maps Go's mode bits; setgid and sticky need translating.
+	mode := os.FileMode(o.Mode & 0o777)
+	if o.Mode&0o4000 != 0 {
+		mode |= os.ModeSetuid
+	}
+	if o.Mode&0o2000 != 0 {
+		mode |= os.ModeSetgid
+	}
+	if o.Mode&0o1000 != 0 {
+		mode |= os.ModeSticky
+	}
+	return os.Chmod(dir, mode)
+}
+
+// discard shreds and deletes a backing folder: key first, so the data is
+// unreadable from that moment even if deleting the files is cut short.
+func (d *Driver) discard(dir string) error {
+	if err := crypto.DestroyKey(dir); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("key destroyed (the data is unreadable) but deleting %s failed: %w", dir, err)
+	}
+	return nil
+}
+
+// Remove deletes a volume that no container uses: it marks the record,
+// destroys the wrapped key (crypto-shredding), deletes the backing folder,
+// then the record. A Remove cut short is finished by a retry or at the
+// next start.
+func (d *Driver) Remove(r *volume.RemoveRequest) error {
+	if err := ValidateName(r.Name); err != nil {
+		return err
+	}
+	unlock, err := d.locks.lock(r.Name, d.cfg.LockWait)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	v, err := d.lookup(r.Name)
+	if err != nil {
+		return err
+	}
+	if n := references(v); n > 0 || d.live(r.Name) != nil {
+		return fmt.Errorf("remove %s: volume is in use (%d mounts); stop the containers using it first", r.Name, n)
+	}
+	if err := d.removeVolume(v); err != nil {
+		return fmt.Errorf("remove %s: %w", r.Name, err)
+	}
+	d.log.WithFields(logrus.Fields{"volume": r.Name, "id": v.ID}).Info("removed volume (key destroyed, folder deleted)")
+	return nil
+}
+
+func (d *Driver) removeVolume(v *store.Volume) error {
+	if !v.Removing {
+		v.Removing = true
+		if err := d.cfg.Store.Update(func(tx *store.Tx) error { return tx.Put(v) }); err != nil {
+			return err
+		}
+	}
+	// A key rotation re-writes headers; it must not write one back into
+	// a folder whose key was just destroyed.
+	d.keyMu.RLock()
+	err := d.discard(d.backing(v.ID))
+	d.keyMu.RUnlock()
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(d.mountpoint(v.Name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		d.log.WithError(err).WithField("volume", v.Name).Warn("could not remove the empty mountpoint")
+	}
+	if err := d.cfg.Store.Update(func(tx *store.Tx) error { return tx.Delete(v.Name) }); err != nil {
+		return err
+	}
+	d.setTrouble(v.Name, "")
+	return nil
+}
+
+// Mount takes a reference for the mount ID r.ID and mounts the volume at
+// its first reference. References are counted per call, as Docker's local
+// driver counts them: the engine repeats a mount ID (docker cp into a
+// running container) and sends as many Unmounts as Mounts. A failed Mount
+// leaves nothing mounted and no reference: the engine sends no Unmount
+// after it.
+func (d *Driver) Mount(r *volume.MountRequest) (*volume.MountResponse, error) {
+	if err := ValidateName(r.Name); err != nil {
+		return nil, err
+	}
+	unlock, err := d.locks.lock(r.Name, d.cfg.LockWait)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	v, err := d.lookup(r.Name)
+	if err != nil {
+		return nil, err
+	}
+	if v.Removing {
+		return nil, fmt.Errorf("mount %s: the volume is being removed (its key is destroyed)", r.Name)
+	}
+	attached := false
+	if d.live(r.Name) == nil {
+		start := time.Now()
+		if err := d.attach(v); err != nil {
+			return nil, fmt.Errorf("mount %s: %w", r.Name, err)
+		}
+		attached = true
+		d.log.WithFields(logrus.Fields{"volume": r.Name, "took": time.Since(start).Round(time.Millisecond)}).Info("mounted volume")
+	}
+	if v.Mounts == nil {
+		v.Mounts = map[string]int{}
+	}
+	v.Mounts[r.ID]++
+	if err := d.cfg.Store.Update(func(tx *store.Tx) error { return tx.Put(v) }); err != nil {
+		if attached {
+			if err2 := d.detachVolume(r.Name); err2 != nil {
+				d.log.WithError(err2).WithField("volume", r.Name).Error("unmount after failed mount")
+			}
+		}
+		return nil, fmt.Errorf("mount %s: record reference: %w", r.Name, err)
+	}
+	d.log.WithFields(logrus.Fields{"volume": r.Name, "mount_id": r.ID, "references": references(v)}).Debug("mount reference taken")
+	return &volume.MountResponse{Mountpoint: d.mountpoint(r.Name)}, nil
+}
+
+// attach opens the volume's key and mounts it. On error nothing is left
+// mounted.
+func (d *Driver) attach(v *store.Volume) error {
+	dir := d.backing(v.ID)
+	keys, err := d.openKeys(dir)
+	if err != nil {
+		return err
+	}
+	mp := d.mountpoint(v.Name)
+	if err := os.MkdirAll(d.cfg.MountRoot, 0o755); err != nil {
+		return err
+	}
+	if err := os.Mkdir(mp, 0o755); err != nil && !errors.Is(err, os.ErrExist) && !errors.Is(err, unix.ENOTCONN) {
+		return err
+	}
+	// Our state says "not mounted", so anything found here is left over
+	// from a crashed server or mounted by hand.
+	if busy, err := isMountPoint(mp); err != nil {
+		return err
+	} else if busy {
+		d.log.WithField("volume", v.Name).Warn("removing a stale mount at the mountpoint")
+		if err := detach(mp); err != nil {
+			return err
+		}
+	}
+	m, err := d.cfg.Mounter(dir, mp, v.Name, keys, d.log.WithField("volume", v.Name))
+	if err != nil {
+		os.Remove(mp)
+		return err
+	}
+	lm := &liveMount{m: m, mountpoint: mp}
+	d.mu.Lock()
+	d.mounted[v.Name] = lm
+	delete(d.trouble, v.Name)
+	d.mu.Unlock()
+	go d.watch(v.Name, lm)
+	return nil
+}
+
+// watch forgets a mount that ends without Unmount (someone ran umount on
+// it), so the next Mount mounts again instead of handing out an empty
+// directory.
+func (d *Driver) watch(name string, lm *liveMount) {
+	lm.m.Wait()
+	d.mu.Lock()
+	ours := d.mounted[name] == lm
+	if ours {
+		delete(d.mounted, name)
+	}
+	d.mu.Unlock()
+	if ours && !lm.leaving.Load() {
+		d.log.WithField("volume", name).Warn("the volume was unmounted outside securevol; it will be mounted again on the next Mount")
+	}
+}
+
+// openKeys unwraps dir's volume key with the first key source that opens it.
+func (d *Driver) openKeys(dir string) (*crypto.VolumeKeys, error) {
+	h, err := crypto.ReadHeader(dir)
+	if err != nil {
+		return nil, err
+	}
+	d.keyMu.RLock()
+	defer d.keyMu.RUnlock()
+	var firstErr error
+	for _, ks := range d.keys {
+		keys, err := h.Open(ks)
+		if err == nil {
+			return keys, nil
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	if errors.Is(firstErr, crypto.ErrWrongKey) {
+		return nil, errors.New("the daemon's master key does not open this volume (was it created under another key?)")
+	}
+	return nil, firstErr
+}
+
+// detachVolume unmounts name if it is mounted. A mount still held by some
+// process is detached lazily: it leaves the namespace now and the kernel
+// ends it when the last user lets go.
+func (d *Driver) detachVolume(name string) error {
+	lm := d.live(name)
+	if lm == nil {
+		return nil
+	}
+	lm.leaving.Store(true)
+	err := unmountWithin(lm.m, d.cfg.UnmountWait)
+	if errors.Is(err, errStillServing) {
+		// The unmount went through, but the FUSE connection lives on:
+		// something outside this mount namespace (a bind mount of the
+		// mountpoint made elsewhere) still holds it. Its server keeps
+		// serving that holder and ends when it lets go; this request must
+		// not wait for that.
+		d.log.WithField("volume", name).Warn("the mount is still held outside this mount namespace; its server keeps serving it until released")
+		if busy, _ := isMountPoint(lm.mountpoint); busy {
+			err = detach(lm.mountpoint)
+		} else {
+			err = nil
+		}
+	}
+	if err != nil {
+		d.log.WithError(err).WithField("volume", name).Warn("unmount failed; detaching lazily")
+		if err2 := detach(lm.mountpoint); err2 != nil {
+			lm.leaving.Store(false)
+			return fmt.Errorf("unmount %s: %w", name, err)
+		}
+	}
+	d.mu.Lock()
+	if d.mounted[name] == lm {
+		delete(d.mounted, name)
+	}
+	d.mu.Unlock()
+	os.Remove(lm.mountpoint) // only succeeds on the empty, unmounted directory
+	return nil
+}
+
+// Unmount drops one reference of mount ID r.ID and unmounts at the last
+// reference of all. The reference is dropped on disk before the unmount, so
+// a crash in between cannot resurrect it at the next start.
+func (d *Driver) Unmount(r *volume.UnmountRequest) error {
+	if err := ValidateName(r.Name); err != nil {
+		return err
+	}
+	unlock, err := d.locks.lock(r.Name, d.cfg.LockWait)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	v, err := d.lookup(r.Name)
+	if err != nil {
+		return err
+	}
+	count := v.Mounts[r.ID]
+	if count <= 0 {
+		// Nothing to release (e.g. the references were lost with the
+		// database and rebuilt without them). Failing would only leave
+		// the engine unable to stop the container cleanly.
+		d.log.WithFields(logrus.Fields{"volume": r.Name, "mount_id": r.ID}).Warn("unmount for a mount ID that holds no reference; ignored")
+		return nil
+	}
+	if count == 1 {
+		delete(v.Mounts, r.ID)
+	} else {
+		v.Mounts[r.ID] = count - 1
+	}
+	put := func() error { return d.cfg.Store.Update(func(tx *store.Tx) error { return tx.Put(v) }) }
+	if err := put(); err != nil {
+		return fmt.Errorf("unmount %s: %w", r.Name, err)
+	}
+	if len(v.Mounts) == 0 {
+		if err := d.detachVolume(r.Name); err != nil {
+			v.Mounts = map[string]int{r.ID: 1}
+			if err2 := put(); err2 != nil {
+				d.log.WithError(err2).WithField("volume", r.Name).Error("restoring the reference after a failed unmount")
+			}
+			return err
+		}
+		d.log.WithField("volume", r.Name).Info("unmounted volume")
+	}
+	return nil
+}
+
+// Path answers the mountpoint while the volume is mounted and "" while it
+// is not: unmounted, the directory holds nothing.
+func (d *Driver) Path(r *volume.PathRequest) (*volume.PathResponse, error) {
+	if err := ValidateName(r.Name); err != nil {
+		return nil, err
+	}
+	if _, err := d.lookup(r.Name); err != nil {
+		return nil, err
+	}
+	if lm := d.live(r.Name); lm != nil {
+		return &volume.PathResponse{Mountpoint: lm.mountpoint}, nil
+	}
+	return &volume.PathResponse{}, nil
+}
+
+// Get describes one volume. Unknown names are an error, never a volume:
+// the engine skips Create when Get answers one.
+func (d *Driver) Get(r *volume.GetRequest) (*volume.GetResponse, error) {
+	if err := ValidateName(r.Name); err != nil {
+		return nil, err
+	}
+	v, err := d.lookup(r.Name)
+	if err != nil {
+		return nil, err
+	}
+	out := d.describe(v)
+	out.Status = d.status(v)
+	return &volume.GetResponse{Volume: out}, nil
+}
+
+func (d *Driver) describe(v *store.Volume) *volume.Volume {
+	out := &volume.Volume{Name: v.Name, CreatedAt: v.CreatedAt.UTC().Format(time.RFC3339)}
+	if lm := d.live(v.Name); lm != nil {
+		out.Mountpoint = lm.mountpoint
+	}
+	return out
+}
+
+// List answers every volume from one read transaction, without Status
+// (the engine does not show it) and without taking any volume's lock.
+func (d *Driver) List() (*volume.ListResponse, error) {
+	all, err := d.cfg.Store.List()
+	if err != nil {
+		return nil, err
+	}
+	out := &volume.ListResponse{Volumes: make([]*volume.Volume, 0, len(all))}
+	for _, v := range all {
+		out.Volumes = append(out.Volumes, d.describe(v))
+	}
+	return out, nil
+}
+
+// Capabilities: volumes live on this host.
+func (d *Driver) Capabilities() *volume.CapabilitiesResponse {
+	return &volume.CapabilitiesResponse{Capabilities: volume.Capability{Scope: "local"}}
+}
+
+// Close unmounts every volume without touching reference counts, so the
+// next start mounts again what containers still use. Requests must have
+// stopped.
+func (d *Driver) Close() error {
+	d.mu.Lock()
+	names := make([]string, 0, len(d.mounted))
+	for n := range d.mounted {
+		names = append(names, n)
+	}
+	d.mu.Unlock()
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+		sem  = make(chan struct{}, 32) // each may wait UnmountWait; SIGKILL comes 10 s after SIGTERM
+	)
+	for _, n := range names {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := d.detachVolume(n); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Mounted is the number of volumes mounted now.
+func (d *Driver) Mounted() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.mounted)
+}

@@ -1,0 +1,144 @@
+package driver
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/volume"
+	"github.com/sirupsen/logrus"
+
+	"github.com/securevol/securevol/crypto"
+	"github.com/securevol/securevol/store"
+)
+
+// env is one driver over real temp directories, a real database and a real
+// master key.
+type env struct {
+	t         testing.TB
+	stateDir  string
+	mountRoot string
+	key       *crypto.MasterKey
+	keyRaw    []byte // the key's bytes, to look for them where they must not be
+	st        *store.Store
+	d         *Driver
+	mounter   Mounter
+}
+
+type envOpt func(*Config)
+
+func newEnv(t testing.TB, opts ...envOpt) *env {
+	t.Helper()
+	root := t.TempDir()
+	e := &env{t: t, stateDir: filepath.Join(root, "state"), mountRoot: filepath.Join(root, "mnt")}
+	e.key, e.keyRaw = newKey(t)
+	e.open(opts...)
+	t.Cleanup(e.close)
+	return e
+}
+
+// open (re)starts the driver over the env's directories.
+func (e *env) open(opts ...envOpt) *StartReport {
+	e.t.Helper()
+	st, err := store.Open(filepath.Join(e.stateDir, "securevol.db"), time.Second)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	log := logrus.New()
+	log.SetOutput(testWriter{e.t})
+	log.SetLevel(logrus.DebugLevel)
+	if _, bench := e.t.(*testing.B); bench {
+		log.SetOutput(io.Discard)
+	}
+	cfg := Config{StateDir: e.stateDir, MountRoot: e.mountRoot, Store: st,
+		Keys: []crypto.KeySource{crypto.StaticKey{Key: e.key}}, Log: logrus.NewEntry(log), Mounter: e.mounter}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	d, err := New(cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	rep, err := d.Start()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.st, e.d = st, d
+	return rep
+}
+
+// close unmounts everything and closes the database (a clean shutdown).
+func (e *env) close() {
+	if e.d != nil {
+		if err := e.d.Close(); err != nil {
+			e.t.Errorf("close driver: %v", err)
+		}
+		e.d = nil
+	}
+	if e.st != nil {
+		e.st.Close()
+		e.st = nil
+	}
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p[:len(p)-1]))
+	return len(p), nil
+}
+
+func (e *env) create(name string, opts map[string]string) {
+	e.t.Helper()
+	if err := e.d.Create(&volume.CreateRequest{Name: name, Options: opts}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) record(name string) *store.Volume {
+	e.t.Helper()
+	v, err := e.st.Get(name)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return v
+}
+
+// requireFUSE skips when FUSE cannot be used here, except under CI=true
+// where that is a failure.
+func requireFUSE(t testing.TB) {
+	t.Helper()
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "not root"
+	} else if _, err := os.Stat("/dev/fuse"); err != nil {
+		why = "no /dev/fuse"
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("FUSE tests need root and /dev/fuse (%s); CI=true makes this a failure", why)
+	}
+	t.Skipf("FUSE tests need root and /dev/fuse: %s", why)
+}
+
+// newKey makes a master key the way a key file holds it.
+func newKey(t testing.TB) (*crypto.MasterKey, []byte) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "master.key")
+	if err := crypto.GenerateKeyFile(path); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := crypto.LoadKeyFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k, raw
+}

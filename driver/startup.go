@@ -1,0 +1,280 @@
+package driver
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/securevol/securevol/crypto"
+	"github.com/securevol/securevol/store"
+)
+
+// StartReport says what Start found and did.
+type StartReport struct {
+	Volumes     int      // volumes in the database after reconciliation
+	Recovered   []string // volumes re-added from their folders' headers
+	Finished    []string // removals cut short earlier and finished now
+	StaleMounts int      // dead or leftover mounts detached under the mount root
+	Remounted   int      // volumes mounted again because references remain
+	Problems    []string // what needs a human (also logged)
+	Took        time.Duration
+}
+
+// Start brings the driver in line with the disk before the socket opens:
+// it reconciles the database with the backing folders, detaches stale
+// mounts under the mount root and mounts again every volume that still
+// has references. Problems with single volumes are reported, not fatal.
+func (d *Driver) Start() (*StartReport, error) {
+	start := time.Now()
+	rep := &StartReport{}
+	if err := os.MkdirAll(d.volDir, 0o700); err != nil {
+		return nil, fmt.Errorf("start: %w", err)
+	}
+	if err := os.MkdirAll(d.cfg.MountRoot, 0o755); err != nil {
+		return nil, fmt.Errorf("start: mount root: %w", err)
+	}
+	if err := d.reconcile(rep); err != nil {
+		return nil, fmt.Errorf("start: %w", err)
+	}
+	if err := d.cleanMounts(rep); err != nil {
+		return nil, fmt.Errorf("start: %w", err)
+	}
+	if err := d.remount(rep); err != nil {
+		return nil, fmt.Errorf("start: %w", err)
+	}
+	rep.Took = time.Since(start)
+	return rep, nil
+}
+
+type folder struct {
+	id  string
+	hdr *crypto.Header
+}
+
+// reconcile makes the database and the folders agree:
+//   - a folder whose header names a volume the database lacks is added
+//     back (database lost or rebuilt; or a crash between writing the
+//     header and the record);
+//   - a record marked Removing is removed for good;
+//   - a record without a folder, and a folder that can't be placed, are
+//     reported and left alone;
+//   - a folder without header and without data (a create cut short before
+//     its header was written) is deleted.
+func (d *Driver) reconcile(rep *StartReport) error {
+	ents, err := os.ReadDir(d.volDir)
+	if err != nil {
+		return err
+	}
+	byName := map[string][]folder{}
+	ids := map[string]bool{}
+	for _, e := range ents {
+		dir := d.backing(e.Name())
+		if !e.IsDir() {
+			d.problem(rep, "", fmt.Sprintf("%s is not a volume folder; ignored", dir))
+			continue
+		}
+		ids[e.Name()] = true
+		h, err := crypto.ReadHeader(dir)
+		if errors.Is(err, crypto.ErrNoHeader) {
+			if onlyInternal(dir) {
+				if err := os.RemoveAll(dir); err == nil {
+					d.log.WithField("folder", dir).Info("deleted the folder of a create that was cut short")
+				}
+				continue
+			}
+			// Not deleted automatically: maybe someone is restoring it.
+			d.problem(rep, "", fmt.Sprintf("%s has data but no %s: its key is gone and its contents cannot be decrypted; delete it or restore the header", dir, crypto.HeaderName))
+			continue
+		}
+		if err != nil {
+			d.problem(rep, "", fmt.Sprintf("%s: %v", dir, err))
+			continue
+		}
+		name := h.Labels["name"]
+		if ValidateName(name) != nil {
+			d.problem(rep, "", fmt.Sprintf("%s: header names no valid volume (label name=%q); ignored", dir, name))
+			continue
+		}
+		byName[name] = append(byName[name], folder{e.Name(), h})
+	}
+
+	records, err := d.cfg.Store.List()
+	if err != nil {
+		return err
+	}
+	inDB := map[string]*store.Volume{}
+	for _, v := range records {
+		inDB[v.Name] = v
+		if v.Removing {
+			if err := d.removeVolume(v); err != nil {
+				d.problem(rep, v.Name, fmt.Sprintf("finishing its removal: %v", err))
+			} else {
+				rep.Finished = append(rep.Finished, v.Name)
+				d.log.WithField("volume", v.Name).Info("finished a removal that was cut short")
+			}
+			delete(inDB, v.Name)
+			delete(byName, v.Name) // its folder is gone or keyless now
+			continue
+		}
+		if !ids[v.ID] {
+			d.problem(rep, v.Name, fmt.Sprintf("backing folder %s is missing; the volume cannot be mounted (restore the folder, or docker volume rm %s)", d.backing(v.ID), v.Name))
+		}
+	}
+
+	var add []*store.Volume
+	for name, fs := range byName {
+		sort.Slice(fs, func(i, j int) bool {
+			if !fs[i].hdr.Created.Equal(fs[j].hdr.Created) {
+				return fs[i].hdr.Created.Before(fs[j].hdr.Created)
+			}
+			return fs[i].id < fs[j].id
+		})
+		keep := ""
+		if v := inDB[name]; v != nil {
+			keep = v.ID
+		} else {
+			f := fs[0]
+			opts, err := labelOptions(f.hdr.Labels)
+			if err != nil {
+				d.problem(rep, name, fmt.Sprintf("folder %s: %v; not recovered", d.backing(f.id), err))
+				continue
+			}
+			add = append(add, &store.Volume{ID: f.id, Name: name, CreatedAt: f.hdr.Created, Options: opts})
+			keep = f.id
+		}
+		for _, f := range fs {
+			if f.id != keep {
+				d.problem(rep, name, fmt.Sprintf("folder %s also claims this name but the volume is %s; left alone", d.backing(f.id), d.backing(keep)))
+			}
+		}
+	}
+	if len(add) > 0 {
+		if err := d.cfg.Store.Update(func(tx *store.Tx) error {
+			for _, v := range add {
+				if err := tx.Put(v); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("recover volumes: %w", err)
+		}
+		for _, v := range add {
+			rep.Recovered = append(rep.Recovered, v.Name)
+			d.log.WithFields(logrus.Fields{"volume": v.Name, "id": v.ID}).Warn("volume recovered from its folder (it was missing from the database; mount references, if any, are lost)")
+		}
+		sort.Strings(rep.Recovered)
+	}
+	var n int
+	err = d.cfg.Store.View(func(tx *store.Tx) error { n = tx.Count(); return nil })
+	rep.Volumes = n
+	return err
+}
+
+func (d *Driver) problem(rep *StartReport, name, msg string) {
+	if name != "" {
+		msg = "volume " + name + ": " + msg
+		d.setTrouble(name, "error: "+msg)
+	}
+	rep.Problems = append(rep.Problems, msg)
+	d.log.Error(msg)
+}
+
+// onlyInternal reports whether dir holds nothing but securevol's own
+// bookkeeping (the state of an InitDir that never wrote its header).
+func onlyInternal(dir string) bool {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		if !crypto.IsInternalName(e.Name()) || e.IsDir() {
+			return false
+		}
+	}
+	return true
+}
+
+// labelOptions reads a volume's options back from its header labels.
+func labelOptions(labels map[string]string) (store.Options, error) {
+	opts := map[string]string{}
+	for _, k := range []string{"uid", "gid", "mode"} {
+		if v, ok := labels[k]; ok {
+			opts[k] = v
+		}
+	}
+	return ParseOptions(opts)
+}
+
+// cleanMounts detaches every mount below the mount root: at start nothing
+// there is ours, so what is mounted is left from a previous server (dead
+// FUSE mounts answer "transport endpoint is not connected"). The mount root
+// itself may be a mount (a managed plugin's propagatedMount) and stays.
+func (d *Driver) cleanMounts(rep *StartReport) error {
+	mps, err := mountsUnder(d.cfg.MountRoot)
+	if err != nil {
+		return fmt.Errorf("list mounts: %w", err)
+	}
+	root := filepath.Clean(d.cfg.MountRoot)
+	for _, mp := range mps {
+		if mp == root {
+			continue
+		}
+		if err := detach(mp); err != nil {
+			d.problem(rep, "", fmt.Sprintf("stale mount %s: %v", mp, err))
+			continue
+		}
+		rep.StaleMounts++
+		d.log.WithField("mountpoint", mp).Info("detached a stale mount")
+	}
+	// Empty mountpoint directories of volumes that are not in use go too.
+	ents, err := os.ReadDir(d.cfg.MountRoot)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if e.IsDir() {
+			os.Remove(filepath.Join(d.cfg.MountRoot, e.Name())) // fails unless empty: fine
+		}
+	}
+	return nil
+}
+
+// remount mounts every volume that still has references, a few at a time.
+func (d *Driver) remount(rep *StartReport) error {
+	all, err := d.cfg.Store.List()
+	if err != nil {
+		return err
+	}
+	var (
+		wg  sync.WaitGroup
+		mu  sync.Mutex
+		sem = make(chan struct{}, 4)
+	)
+	for _, v := range all {
+		if len(v.Mounts) == 0 || v.Removing || d.getTrouble(v.Name) != "" {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			err := d.attach(v)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				d.problem(rep, v.Name, fmt.Sprintf("mounting again for its %d references: %v", references(v), err))
+				return
+			}
+			rep.Remounted++
+		}()
+	}
+	wg.Wait()
+	return nil
+}

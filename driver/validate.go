@@ -1,0 +1,118 @@
+package driver
+
+import (
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/securevol/securevol/store"
+)
+
+// nameRE is Docker's rule for volume names (moby volume/local: validName).
+// It admits no '/', and no name that is "." or ".." as a whole, so a name is
+// always a single path component below the mount root.
+var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
+
+// maxNameLen keeps <mount-root>/<name> within one path component (NAME_MAX).
+const maxNameLen = 255
+
+// ValidateName checks a volume name against Docker's rule.
+func ValidateName(name string) error {
+	if name == "" {
+		return fmt.Errorf("volume name is empty")
+	}
+	if len(name) > maxNameLen {
+		return fmt.Errorf("volume name is %d bytes long; at most %d are allowed", len(name), maxNameLen)
+	}
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("invalid volume name %q: names must match [a-zA-Z0-9][a-zA-Z0-9_.-]+ (at least two characters, no slashes or spaces)", name)
+	}
+	return nil
+}
+
+// DefaultOptions are a new volume's root owner and mode when no option says
+// otherwise: root, rwxr-xr-x (as Docker's local driver).
+func DefaultOptions() store.Options { return store.Options{UID: 0, GID: 0, Mode: 0o755} }
+
+// optionHelp describes each valid option; its keys are the valid names.
+var optionHelp = map[string]string{
+	"uid":  "owner of the volume's root directory (number)",
+	"gid":  "group of the volume's root directory (number)",
+	"mode": "permissions of the volume's root directory (octal, e.g. 0750)",
+}
+
+func validOptionNames() string { return strings.Join(slices.Sorted(maps.Keys(optionHelp)), ", ") }
+
+// secretWords mark option names that look like they carry a secret. Docker
+// shows every volume option in `docker volume inspect` and stores it in its
+// own database, so a secret there is leaked; the master key comes from the
+// daemon's --key-file, --passphrase-file or --key-command instead.
+var secretWords = []string{"pass", "secret", "key", "token", "cred", "pwd", "pin", "auth", "cert"}
+
+func looksSecret(opt string) bool {
+	o := strings.ToLower(opt)
+	for _, w := range secretWords {
+		if strings.Contains(o, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// maxID is the largest uid/gid a volume may use: 2^32-1 is (uid_t)-1,
+// which chown reads as "leave unchanged".
+const maxID = 1<<32 - 2
+
+// ParseOptions validates the options of a Create request and returns them
+// with defaults filled in. Error messages never repeat an option's value:
+// a user who put a secret in the wrong place should not see it echoed into
+// the engine's logs.
+func ParseOptions(opts map[string]string) (store.Options, error) {
+	o := DefaultOptions()
+	for _, k := range slices.Sorted(maps.Keys(opts)) {
+		v := strings.TrimSpace(opts[k])
+		if _, ok := optionHelp[k]; !ok {
+			if looksSecret(k) {
+				return o, fmt.Errorf("option %q looks like a secret: securevol takes no secrets as volume options, because docker volume inspect shows them; the daemon's master key comes from its --key-file, --passphrase-file or --key-command (valid options: %s)", k, validOptionNames())
+			}
+			return o, fmt.Errorf("unknown option %q (valid options: %s)", k, validOptionNames())
+		}
+		switch k {
+		case "uid", "gid":
+			n, err := strconv.ParseUint(v, 10, 32)
+			if err != nil || n > maxID {
+				return o, fmt.Errorf("invalid %s: must be a decimal number from 0 to %d", k, uint64(maxID))
+			}
+			if k == "uid" {
+				o.UID = uint32(n)
+			} else {
+				o.GID = uint32(n)
+			}
+		case "mode":
+			n, err := strconv.ParseUint(strings.TrimPrefix(v, "0o"), 8, 32)
+			if err != nil || n > 0o7777 {
+				return o, fmt.Errorf("invalid mode: must be octal permission bits from 0 to 7777, e.g. 0750")
+			}
+			o.Mode = uint32(n)
+		}
+	}
+	return o, nil
+}
+
+// optionLabels renders options for the backing folder's header, from which
+// a lost database is rebuilt.
+func optionLabels(o store.Options) map[string]string {
+	return map[string]string{
+		"uid":  strconv.FormatUint(uint64(o.UID), 10),
+		"gid":  strconv.FormatUint(uint64(o.GID), 10),
+		"mode": fmt.Sprintf("%04o", o.Mode),
+	}
+}
+
+// formatOptions is the human form used in messages and Status.
+func formatOptions(o store.Options) string {
+	return fmt.Sprintf("uid=%d gid=%d mode=%04o", o.UID, o.GID, o.Mode)
+}

@@ -27,6 +27,16 @@ test: build vet
 unit:
 	$(GO) test -count=1 -short ./...
 
+# Plain directory vs. securevol vs. gocryptfs, same workloads, one run, on
+# the disk holding BENCH_DIR (needs root, fuse3, gocryptfs); then the crypto
+# micro-benchmarks. BENCH_FLAGS e.g. "-rounds 5" or "-fs plain,gocryptfs";
+# go run ./bench/fsbench -h lists them.
+BENCH_DIR   ?= /var/tmp/securevol-bench
+BENCH_FLAGS ?=
+bench: build
+	$(GO) run ./bench/fsbench -securevol $(BIN) -scratch $(BENCH_DIR) $(BENCH_FLAGS)
+	$(GO) test -run '^$$' -bench . -benchtime 200ms ./crypto
+
 vet:
 	$(GO) vet ./...
 
@@ -35,3 +45,57 @@ fmt:
 
 clean:
 	rm -rf bin
+
+# --- Docker: managed plugin, registry, legacy service, end-to-end tests ----
+# (docs/DOCKER.md). PLUGIN is the name volumes name as their driver.
+PLUGIN   ?= securevol
+REGISTRY ?= 127.0.0.1:5000
+
+.PHONY: plugin registry registry-stop push install install-legacy test-image bench-docker
+
+# Managed plugin from this tree, no registry involved: rootfs from the
+# Dockerfile (FROM scratch + the static binary), docker plugin create, then
+# enable (creating the mount sources, /var/lib/securevol and /etc/securevol,
+# which the engine will not create).
+plugin: build
+	scripts/plugin.sh create $(PLUGIN)
+	scripts/plugin.sh enable $(PLUGIN)
+
+# A registry on loopback (Debian's docker-registry), for push and install.
+registry:
+	scripts/registry.sh start
+
+registry-stop:
+	scripts/registry.sh stop
+
+# Push the plugin built from this tree to $(REGISTRY) as $(PLUGIN):latest.
+push: build registry
+	scripts/plugin.sh push $(REGISTRY)/$(PLUGIN):latest
+
+# Install it from there under the short name $(PLUGIN), the way users install
+# a released plugin (docker plugin install ... --alias $(PLUGIN)).
+install: registry
+	scripts/plugin.sh install $(REGISTRY)/$(PLUGIN):latest $(PLUGIN)
+
+# Legacy plugin under systemd: the binary, the unit (Before=docker.service),
+# the state and key folders; enabled and started if systemd runs.
+install-legacy: build
+	install -D -m 0755 $(BIN) /usr/local/bin/securevol
+	install -D -m 0644 contrib/systemd/securevol.service /etc/systemd/system/securevol.service
+	install -d -m 0700 /var/lib/securevol /etc/securevol
+	if [ -d /run/systemd/system ]; then systemctl daemon-reload && systemctl enable --now securevol; \
+	else echo "no systemd here: start it with /usr/local/bin/securevol serve"; fi
+
+# The busybox image the end-to-end tests run (built offline, cached by tag).
+test-image:
+	scripts/test-image.sh
+
+# Only the end-to-end tests (make test runs them too, with everything else).
+e2e: build
+	$(GO) test -count=1 -timeout 30m -v ./e2e
+
+# Container start (20 runs) and 1 GiB container write+read (3 rounds):
+# securevol (managed plugin) against the local driver, alternating, same disk.
+bench-docker: build
+	$(GO) test -count=1 -timeout 30m -run '^$$' -bench 'DockerRunTrue' -benchtime 20x ./e2e
+	$(GO) test -count=1 -timeout 30m -run '^$$' -bench 'DockerIO' -benchtime 3x ./e2e

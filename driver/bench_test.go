@@ -1,6 +1,8 @@
 package driver
 
 import (
+	"github.com/securevol/securevol/internal/testenv"
+
 	"fmt"
 	"testing"
 
@@ -12,7 +14,7 @@ import (
 // BenchmarkCreateMountUnmount: one volume's whole first use, through real
 // FUSE (target: create+mount under 100 ms).
 func BenchmarkCreateMountUnmount(b *testing.B) {
-	requireFUSE(b)
+	testenv.RequireFUSE(b)
 	e := newEnv(b)
 	i := 0
 	for b.Loop() {

@@ -106,25 +106,6 @@ func (e *env) record(name string) *store.Volume {
 	return v
 }
 
-// requireFUSE skips when FUSE cannot be used here, except under CI=true
-// where that is a failure.
-func requireFUSE(t testing.TB) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "not root"
-	} else if _, err := os.Stat("/dev/fuse"); err != nil {
-		why = "no /dev/fuse"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("FUSE tests need root and /dev/fuse (%s); CI=true makes this a failure", why)
-	}
-	t.Skipf("FUSE tests need root and /dev/fuse: %s", why)
-}
-
 // newKey makes a master key the way a key file holds it.
 func newKey(t testing.TB) (*crypto.MasterKey, []byte) {
 	t.Helper()

@@ -1,6 +1,8 @@
 package driver
 
 import (
+	"github.com/securevol/securevol/internal/testenv"
+
 	"bytes"
 	"fmt"
 	"os"
@@ -48,7 +50,7 @@ func (e *env) unmount(name, id string) {
 }
 
 func TestMountReferenceCounting(t *testing.T) {
-	requireFUSE(t)
+	testenv.RequireFUSE(t)
 	e := newEnv(t)
 	e.create("data", map[string]string{"uid": "1000", "mode": "0770"})
 	mp := e.mount("data", "c1")
@@ -133,7 +135,7 @@ func assertNoPlaintext(t testing.TB, dir, needle string) {
 // Restart with references: a clean shutdown unmounts everything but keeps
 // the references, and the next start mounts those volumes again.
 func TestRestartRemountsReferencedVolumes(t *testing.T) {
-	requireFUSE(t)
+	testenv.RequireFUSE(t)
 	e := newEnv(t)
 	e.create("used", nil)
 	e.create("idle", nil)
@@ -161,7 +163,7 @@ func TestRestartRemountsReferencedVolumes(t *testing.T) {
 // a driver abandoned without Close) is detached at the next start and the
 // volume is mounted again.
 func TestStartDetachesStaleMounts(t *testing.T) {
-	requireFUSE(t)
+	testenv.RequireFUSE(t)
 	e := newEnv(t)
 	e.create("vol", nil)
 	mp := e.mount("vol", "c1")
@@ -187,7 +189,7 @@ func TestStartDetachesStaleMounts(t *testing.T) {
 // Unmounting behind the driver's back is noticed: the next Mount mounts
 // again instead of handing out an empty directory.
 func TestExternalUnmountNoticed(t *testing.T) {
-	requireFUSE(t)
+	testenv.RequireFUSE(t)
 	e := newEnv(t)
 	e.create("vol", nil)
 	mp := e.mount("vol", "c1")
@@ -210,7 +212,7 @@ func TestExternalUnmountNoticed(t *testing.T) {
 // A busy mount (a process holds a file open) still goes at the last
 // Unmount: it is detached lazily.
 func TestUnmountBusy(t *testing.T) {
-	requireFUSE(t)
+	testenv.RequireFUSE(t)
 	e := newEnv(t)
 	e.create("vol", nil)
 	mp := e.mount("vol", "c1")
@@ -231,7 +233,7 @@ func TestUnmountBusy(t *testing.T) {
 // Many volumes mounted and unmounted at once, with repeated IDs: every
 // count comes out right and nothing stays mounted.
 func TestConcurrentMountUnmount(t *testing.T) {
-	requireFUSE(t)
+	testenv.RequireFUSE(t)
 	e := newEnv(t)
 	const vols, ids = 12, 4
 	for i := range vols {
@@ -308,7 +310,7 @@ func TestConcurrentMountUnmount(t *testing.T) {
 // keeps the FUSE connection alive after the unmount: the last Unmount must
 // still answer promptly, and the holder keeps working.
 func TestUnmountWhileBoundElsewhere(t *testing.T) {
-	requireFUSE(t)
+	testenv.RequireFUSE(t)
 	e := newEnv(t, func(c *Config) { c.UnmountWait = 300 * time.Millisecond })
 	e.create("vol", nil)
 	mp := e.mount("vol", "c1")

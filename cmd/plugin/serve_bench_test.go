@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/securevol/securevol/internal/testenv"
+
 	"bytes"
 	"fmt"
 	"os"
@@ -30,7 +32,7 @@ func vmRSS(pid int) (int64, error) {
 // `securevol serve` with 100 volumes mounted, each having been written and
 // read through (target: under 150 MB).
 func BenchmarkServeRSS100Mounted(b *testing.B) {
-	serveNeedsFUSE(b)
+	testenv.RequireFUSE(b)
 	d := newDaemon(b, buildServeBinary(b))
 	d.extra = []string{"--log-level", "info"}
 	d.start()

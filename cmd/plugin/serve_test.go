@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/securevol/securevol/internal/testenv"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -25,25 +27,6 @@ import (
 	"github.com/securevol/securevol/crypto"
 	"github.com/securevol/securevol/store"
 )
-
-// serveNeedsFUSE skips without root or /dev/fuse, except under CI=true, where
-// that is a failure.
-func serveNeedsFUSE(t testing.TB) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "not root"
-	} else if _, err := os.Stat("/dev/fuse"); err != nil {
-		why = "no /dev/fuse"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("this test needs root and /dev/fuse (%s); CI=true makes that a failure", why)
-	}
-	t.Skipf("needs root and /dev/fuse: %s", why)
-}
 
 // buildServeBinary builds securevol into a temp dir.
 func buildServeBinary(t testing.TB) string {
@@ -286,7 +269,7 @@ func writeSynced(t testing.TB, path string, data []byte) {
 // created and mounted, data fsynced, kill -9, restart that keeps every
 // volume, reference and byte, then a clean SIGTERM.
 func TestServeCrashAndRestart(t *testing.T) {
-	serveNeedsFUSE(t)
+	testenv.RequireFUSE(t)
 	d := newDaemon(t, buildServeBinary(t))
 	d.start()
 
@@ -401,7 +384,7 @@ func TestServeCrashAndRestart(t *testing.T) {
 // Loss of the database, then --rebuild: every volume comes back from its
 // folder, data included.
 func TestServeRebuild(t *testing.T) {
-	serveNeedsFUSE(t)
+	testenv.RequireFUSE(t)
 	d := newDaemon(t, buildServeBinary(t))
 	d.start()
 	for _, n := range []string{"one", "two"} {
@@ -441,7 +424,7 @@ func TestServeRebuild(t *testing.T) {
 // Key rotation through the running daemon, then offline: afterwards the
 // old key opens nothing and the data is intact.
 func TestServeKeyRotation(t *testing.T) {
-	serveNeedsFUSE(t)
+	testenv.RequireFUSE(t)
 	bin := buildServeBinary(t)
 	d := newDaemon(t, bin)
 	d.start()
@@ -503,7 +486,7 @@ func TestServeKeyRotation(t *testing.T) {
 // A rotation cut short (new key written beside the old, some folders
 // re-wrapped) is finished by the next start.
 func TestServeFinishesInterruptedRotation(t *testing.T) {
-	serveNeedsFUSE(t)
+	testenv.RequireFUSE(t)
 	d := newDaemon(t, buildServeBinary(t))
 	d.start()
 	for _, n := range []string{"i1", "i2"} {
@@ -540,7 +523,7 @@ func TestServeFinishesInterruptedRotation(t *testing.T) {
 }
 
 func TestServeRefusals(t *testing.T) {
-	serveNeedsFUSE(t)
+	testenv.RequireFUSE(t)
 	bin := buildServeBinary(t)
 	d := newDaemon(t, bin)
 	d.start()
@@ -580,7 +563,7 @@ func TestServeRefusals(t *testing.T) {
 
 // The passphrase and key-command sources, and the env variables.
 func TestServeKeySources(t *testing.T) {
-	serveNeedsFUSE(t)
+	testenv.RequireFUSE(t)
 	bin := buildServeBinary(t)
 
 	t.Run("passphrase", func(t *testing.T) {

@@ -33,25 +33,25 @@ func TestENOSPC(t *testing.T) {
 	if err := os.WriteFile(m.path("keep"), model, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// Fill the disk.
+	// Fill the disk: big writes first, then small ones into what a failed
+	// big write gave back.
 	f, err := os.Create(m.path("filler"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	chunk := make([]byte, 64<<10)
-	var werr error
-	for i := 0; i < 100 && werr == nil; i++ {
-		_, werr = f.Write(chunk)
+	for _, size := range []int{64 << 10, 4 << 10, 100} {
+		var werr error
+		for i := 0; i < 1000 && werr == nil; i++ {
+			if _, werr = f.Write(make([]byte, size)); werr == nil {
+				werr = f.Sync()
+			}
+		}
+		if !errors.Is(werr, syscall.ENOSPC) {
+			f.Close()
+			t.Fatalf("filling the disk with %d-byte writes: %v, want ENOSPC", size, werr)
+		}
 	}
-	if werr == nil {
-		werr = f.Sync()
-	}
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if !errors.Is(werr, syscall.ENOSPC) {
-		t.Fatalf("filling the disk: %v, want ENOSPC", werr)
-	}
+	f.Close()
 
 	// Appends, partial-block overwrites and growing fail with ENOSPC or
 	// succeed. The kernel sends a write that starts mid-page as two
@@ -62,6 +62,7 @@ func TestENOSPC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer k.Close()
 	type failed struct {
 		off  int
 		data []byte
@@ -119,7 +120,7 @@ func TestENOSPC(t *testing.T) {
 	if err := os.Remove(m.path("filler")); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(m.path("again"), chunk, 0o644); err != nil {
+	if err := os.WriteFile(m.path("again"), make([]byte, 64<<10), 0o644); err != nil {
 		t.Fatalf("write after freeing space: %v", err)
 	}
 }

@@ -156,23 +156,40 @@ func (n *node) loadLocked(h *fileHandle) syscall.Errno {
 // ensureHeaderLocked writes the header of an empty file: files get theirs
 // with their first byte, so an empty file has no backing bytes at all.
 func (n *node) ensureHeaderLocked(h *fileHandle) syscall.Errno {
+	hdr, errno := n.newHeaderLocked()
+	if errno != 0 || hdr == nil {
+		return errno
+	}
+	if _, err := pwriteFull(h.fd, hdr, 0); err != nil {
+		n.dropHeaderLocked(h)
+		return toErrno(err)
+	}
+	return 0
+}
+
+// newHeaderLocked starts the cipher of an empty file and returns the header
+// the caller must write at offset 0 (nil if the file has one already).
+func (n *node) newHeaderLocked() ([]byte, syscall.Errno) {
 	if n.fc.Load() != nil {
-		return 0
+		return nil, 0
 	}
 	hdr, id, err := crypto.NewFileHeader()
 	if err != nil {
-		return syscall.EIO
+		return nil, syscall.EIO
 	}
 	fc, err := n.fsys.keys.FileCipher(id)
 	if err != nil {
-		return syscall.EIO
-	}
-	if _, err := pwriteFull(h.fd, hdr, 0); err != nil {
-		unix.Ftruncate(h.fd, 0)
-		return toErrno(err)
+		return nil, syscall.EIO
 	}
 	n.fc.Store(fc)
-	return 0
+	return hdr, 0
+}
+
+// dropHeaderLocked undoes newHeaderLocked after the header could not be
+// written: the file is empty again.
+func (n *node) dropHeaderLocked(h *fileHandle) {
+	unix.Ftruncate(h.fd, 0)
+	n.fc.Store(nil)
 }
 
 // readBlock appends the plaintext of block b to dst. A block that fails
@@ -217,8 +234,13 @@ func (n *node) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64
 	n.cmu.RLock()
 	defer n.cmu.RUnlock()
 	fc, errno := n.readCipher(h)
-	if errno != 0 || fc == nil {
-		return fuse.ReadResultData(nil), errno
+	if errno != 0 {
+		// No result with an error: go-fuse would send the (empty)
+		// result with status OK.
+		return nil, errno
+	}
+	if fc == nil {
+		return fuse.ReadResultData(nil), 0
 	}
 	k, errno := n.readAt(h, fc, dest, off)
 	if errno != 0 {
@@ -312,7 +334,15 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 		return 0, errno
 	}
 	size := n.size.Load()
-	if errno := n.ensureHeaderLocked(h); errno != 0 {
+	var hdr []byte
+	if off == 0 {
+		// An empty file gets its header in the same pwrite as its first
+		// blocks.
+		var errno syscall.Errno
+		if hdr, errno = n.newHeaderLocked(); errno != 0 {
+			return 0, errno
+		}
+	} else if errno := n.ensureHeaderLocked(h); errno != 0 {
 		return 0, errno
 	}
 	if off > size {
@@ -321,8 +351,11 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 			return 0, errno
 		}
 	}
-	if errno := n.writeLocked(h, data, off); errno != 0 {
-		if n.size.Load() != size {
+	if errno := n.writeLocked(h, data, off, hdr); errno != 0 {
+		switch {
+		case hdr != nil:
+			n.dropHeaderLocked(h)
+		case n.size.Load() != size:
 			n.truncateLocked(h, size)
 		}
 		return 0, errno
@@ -330,9 +363,10 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 	return uint32(len(data)), 0
 }
 
-// writeLocked seals data at off (≤ size) and writes all touched blocks
-// with one pwrite.
-func (n *node) writeLocked(h *fileHandle, data []byte, off int64) syscall.Errno {
+// writeLocked seals data at off (≤ size) and writes all touched blocks,
+// preceded by hdr for a new file (then off is 0): with one pwrite, or for
+// large writes a few that overlap with the sealing (sealAndWrite).
+func (n *node) writeLocked(h *fileHandle, data []byte, off int64, hdr []byte) syscall.Errno {
 	fc := n.fc.Load()
 	size := n.size.Load()
 	end := off + int64(len(data))
@@ -374,31 +408,31 @@ func (n *node) writeLocked(h *fileHandle, data []byte, off int64) syscall.Errno 
 			return errno
 		}
 	}
-	out := buf.cipherSpace((nb-1)*cbs + len(tail) + crypto.BlockOverhead)
-	parallel(nb, len(data), func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			b := first + int64(i)
-			var p []byte
-			switch b {
-			case first:
-				p = head
-			case last:
-				p = tail
-			default:
-				p = data[b*bs-off : b*bs-off+bs]
-			}
-			fc.SealBlock(out[i*cbs:i*cbs], p, uint64(b))
+	out := buf.cipherSpace(len(hdr) + (nb-1)*cbs + len(tail) + crypto.BlockOverhead)
+	copy(out, hdr)
+	blocks := out[len(hdr):]
+	seal := func(i int) {
+		b := first + int64(i)
+		var p []byte
+		switch b {
+		case first:
+			p = head
+		case last:
+			p = tail
+		default:
+			p = data[b*bs-off : b*bs-off+bs]
 		}
-	})
+		fc.SealBlock(blocks[i*cbs:i*cbs], p, uint64(b))
+	}
 
-	start := crypto.BlockOffset(uint64(first))
+	start := crypto.BlockOffset(uint64(first)) - int64(len(hdr))
 	oldCipher := int64(crypto.CipherSize(uint64(size)))
 	if start < oldCipher {
 		if errno := preallocate(h.fd, start, int64(len(out))); errno != 0 {
 			return errno
 		}
 	}
-	if _, err := pwriteFull(h.fd, out, start); err != nil {
+	if err := sealAndWrite(h.fd, out, start, len(hdr), nb, seal); err != nil {
 		if start+int64(len(out)) > oldCipher {
 			// Give back what the write appended; what it overwrote
 			// was preallocated, so it cannot be torn by ENOSPC.
@@ -408,6 +442,59 @@ func (n *node) writeLocked(h *fileHandle, data []byte, off int64) syscall.Errno 
 	}
 	n.size.Store(newSize)
 	return 0
+}
+
+// writeChunk is how many blocks one goroutine seals before writing them,
+// so that writing one chunk overlaps with sealing the next.
+const writeChunk = 64
+
+// sealAndWrite seals blocks [0, nb) into out after lead bytes (a new
+// file's header) with seal, and writes out at off. Large writes are cut
+// into chunks shared among the CPUs, each sealed and then written by the
+// same goroutine: the backing file system serializes the writes, the
+// sealing of the other chunks goes on meanwhile. Chunks may land out of
+// order; readers are locked out until all have.
+func sealAndWrite(fd int, out []byte, off int64, lead, nb int, seal func(i int)) error {
+	if nb <= writeChunk || len(out) < parallelMin || workers() < 2 {
+		for i := 0; i < nb; i++ {
+			seal(i)
+		}
+		_, err := pwriteFull(fd, out, off)
+		return err
+	}
+	chunks := (nb + writeChunk - 1) / writeChunk
+	w := min(workers(), chunks)
+	errs := make([]error, w)
+	var wg sync.WaitGroup
+	for k := 0; k < w; k++ {
+		wg.Add(1)
+		go func(k int) {
+			defer wg.Done()
+			for c := k; c < chunks; c += w {
+				lo, hi := c*writeChunk, min((c+1)*writeChunk, nb)
+				for i := lo; i < hi; i++ {
+					seal(i)
+				}
+				// Chunk c also carries the lead (a new file's header)
+				// if it is the first.
+				from, end := lead+lo*cbs, min(lead+hi*cbs, len(out))
+				if lo == 0 {
+					from = 0
+				}
+				if _, err := pwriteFull(fd, out[from:end], off+int64(from)); err != nil {
+					errs[k] = err
+					return
+				}
+			}
+		}(k)
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // extendLocked grows the file to newSize: the old last block, if partial,

@@ -2,6 +2,7 @@ package cryptfs
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -204,7 +205,6 @@ func TestXattr(t *testing.T) {
 		"user.empty":       {},
 		"user.bin":         {0, 1, 2, 255},
 		"trusted.t":        []byte("trusted value"),
-		"security.s":       []byte("label"),
 		"user.big":         pattern(1, 3000),
 		"user." + "n12345": []byte("x"),
 	}
@@ -222,8 +222,16 @@ func TestXattr(t *testing.T) {
 	if err := unix.Setxattr(p, "user.none", []byte("2"), unix.XATTR_REPLACE); err != unix.ENODATA {
 		t.Fatalf("XATTR_REPLACE on missing: %v", err)
 	}
-	if err := unix.Setxattr(p, "system.posix_acl_access", []byte("x"), 0); err == nil {
-		t.Fatal("system.* accepted")
+	// (The kernel itself checks ACL and capability values before setting.)
+	for _, name := range []string{"security.selinux", "security.other"} {
+		if err := unix.Setxattr(p, name, []byte("x"), 0); err != unix.EOPNOTSUPP {
+			t.Fatalf("setxattr %s: %v, want EOPNOTSUPP", name, err)
+		}
+	}
+	for _, name := range []string{"system.posix_acl_access", "security.selinux", "security.capability"} {
+		if _, err := unix.Getxattr(p, name, make([]byte, 64)); err != unix.EOPNOTSUPP {
+			t.Fatalf("getxattr %s: %v, want EOPNOTSUPP", name, err)
+		}
 	}
 	// A backing attribute that is not ours stays hidden.
 	back := filepath.Join(m.backing, m.backingFiles()[0])
@@ -414,5 +422,141 @@ func TestOwnership(t *testing.T) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 5555, Gid: 5555}}
 	if err := cmd.Run(); err == nil {
 		t.Error("user 5555 could append to a 0644 file of user 4321")
+	}
+}
+
+// TestMountOptions checks what the kernel was told: the file system type
+// and source, kernel permission checks, allow_other, and the readahead.
+func TestMountOptions(t *testing.T) {
+	m := newTestMountOpts(t, Options{AllowOther: true})
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var line string
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 3 && f[1] == m.dir {
+			line = l
+		}
+	}
+	f := strings.Fields(line)
+	if len(f) < 4 {
+		t.Fatalf("%s not in /proc/self/mounts", m.dir)
+	}
+	if f[0] != "securevol-test" || f[2] != "fuse.securevol" {
+		t.Errorf("mounted as %s type %s", f[0], f[2])
+	}
+	for _, opt := range []string{"default_permissions", "allow_other", "nosuid", "nodev"} {
+		if !strings.Contains(","+f[3]+",", ","+opt+",") {
+			t.Errorf("mount options %s lack %s", f[3], opt)
+		}
+	}
+	if os.Geteuid() == 0 {
+		var st unix.Stat_t
+		if err := unix.Stat(m.dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		ra, err := os.ReadFile(fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev)))
+		if err == nil && strings.TrimSpace(string(ra)) != "1024" {
+			t.Errorf("readahead %s KiB, want 1024", ra)
+		}
+	}
+}
+
+// TestListingsFollowChanges lists a directory between changes made through
+// the mount: the kernel may cache listings (FOPEN_CACHE_DIR), and must
+// drop them on every change.
+func TestListingsFollowChanges(t *testing.T) {
+	m := newTestMount(t)
+	os.Mkdir(m.path("d"), 0o755)
+	os.Mkdir(m.path("e"), 0o755)
+	steps := []struct {
+		do   func() error
+		d, e []string
+	}{
+		{func() error { return os.WriteFile(m.path("d/a"), nil, 0o644) }, []string{"a"}, nil},
+		{func() error { return os.WriteFile(m.path("d/b"), nil, 0o644) }, []string{"a", "b"}, nil},
+		{func() error { return os.Rename(m.path("d/a"), m.path("e/a")) }, []string{"b"}, []string{"a"}},
+		{func() error { return os.Rename(m.path("d/b"), m.path("d/c")) }, []string{"c"}, []string{"a"}},
+		{func() error { return os.Link(m.path("d/c"), m.path("e/c")) }, []string{"c"}, []string{"a", "c"}},
+		{func() error { return os.Remove(m.path("e/a")) }, []string{"c"}, []string{"c"}},
+		{func() error { return os.Mkdir(m.path("d/sub"), 0o755) }, []string{"c", "sub"}, []string{"c"}},
+		{func() error { return os.Remove(m.path("d/sub")) }, []string{"c"}, []string{"c"}},
+		{func() error { return os.Symlink("x", m.path("e/l")) }, []string{"c"}, []string{"c", "l"}},
+	}
+	for i, s := range steps {
+		// Open and read both directories first, so a cached listing
+		// exists when the change happens.
+		listDir(t, m.path("d"))
+		listDir(t, m.path("e"))
+		if err := s.do(); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		if got := listDir(t, m.path("d")); !sameNames(got, s.d) {
+			t.Fatalf("step %d: d lists %q, want %q", i, got, s.d)
+		}
+		if got := listDir(t, m.path("e")); !sameNames(got, s.e) {
+			t.Fatalf("step %d: e lists %q, want %q", i, got, s.e)
+		}
+	}
+}
+
+// TestAttrsFollowChanges checks that cached attributes never go stale
+// across changes made through the mount (they are cached for an hour).
+func TestAttrsFollowChanges(t *testing.T) {
+	m := newTestMount(t)
+	p := m.path("f")
+	stat := func() *syscall.Stat_t {
+		t.Helper()
+		var st syscall.Stat_t
+		if err := syscall.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		return &st
+	}
+	os.WriteFile(p, []byte("12345"), 0o644)
+	st0 := stat()
+	if st0.Size != 5 || st0.Nlink != 1 {
+		t.Fatalf("size %d nlink %d", st0.Size, st0.Nlink)
+	}
+	time.Sleep(10 * time.Millisecond)
+	f, _ := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+	f.Write([]byte("678"))
+	f.Close()
+	if st := stat(); st.Size != 8 || st.Mtim == st0.Mtim {
+		t.Errorf("after append: size %d, mtime changed %v", st.Size, st.Mtim != st0.Mtim)
+	}
+	os.Link(p, m.path("g"))
+	if st := stat(); st.Nlink != 2 {
+		t.Errorf("after link: nlink %d", st.Nlink)
+	}
+	os.Remove(m.path("g"))
+	if st := stat(); st.Nlink != 1 {
+		t.Errorf("after unlink: nlink %d", st.Nlink)
+	}
+	os.Truncate(p, 2)
+	if st := stat(); st.Size != 2 {
+		t.Errorf("after truncate: size %d", st.Size)
+	}
+	os.Chmod(p, 0o600)
+	if st := stat(); st.Mode&0o777 != 0o600 {
+		t.Errorf("after chmod: mode %o", st.Mode)
+	}
+	os.Chown(p, 123, 456)
+	if st := stat(); st.Uid != 123 || st.Gid != 456 {
+		t.Errorf("after chown: %d:%d", st.Uid, st.Gid)
+	}
+	mt := time.Unix(1000000000, 0)
+	os.Chtimes(p, mt, mt)
+	if st := stat(); st.Mtim.Sec != 1000000000 {
+		t.Errorf("after utimes: mtime %d", st.Mtim.Sec)
+	}
+	// Directory sizes and link counts.
+	var dst0, dst1 syscall.Stat_t
+	syscall.Stat(m.dir, &dst0)
+	os.Mkdir(m.path("sub"), 0o755)
+	syscall.Stat(m.dir, &dst1)
+	if dst1.Nlink != dst0.Nlink+1 {
+		t.Errorf("root nlink %d after mkdir, was %d", dst1.Nlink, dst0.Nlink)
 	}
 }

@@ -320,12 +320,17 @@ func (f *fsys) authFailed(what, rel string, err error, fields logrus.Fields) {
 	}
 }
 
-// debugWriter routes go-fuse's request log to logrus at debug level.
-type debugWriter struct{ e *logrus.Entry }
+// logWriter routes go-fuse's log lines to logrus.
+type logWriter struct {
+	e     *logrus.Entry
+	level logrus.Level
+}
 
-func (w debugWriter) Write(p []byte) (int, error) {
-	w.e.Debug(strings.TrimRight(string(p), "\n"))
+func (w logWriter) Write(p []byte) (int, error) {
+	w.e.Log(w.level, strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
 
-func newDebugLogger(e *logrus.Entry) *log.Logger { return log.New(debugWriter{e}, "", 0) }
+func newLogger(e *logrus.Entry, level logrus.Level) *log.Logger {
+	return log.New(logWriter{e.WithField("component", "go-fuse"), level}, "", 0)
+}

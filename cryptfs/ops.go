@@ -150,6 +150,11 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	return n.Getattr(ctx, f, out)
 }
 
+// openFlags are the FUSE flags of every open file. We are the only writer,
+// so cached pages stay valid across opens (KEEP_CACHE); and nothing is
+// buffered in here, so close(2) need not wait for a FLUSH round trip.
+const openFlags = fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
+
 // backingFlags turns the open flags of a plaintext open into those of the
 // backing open. Writers also need to read (partial blocks are
 // read-modify-write); the kernel supplies offsets for O_APPEND; O_DIRECT
@@ -179,8 +184,13 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, toErrno(err)
 	}
 	n.adopt(ctx, fd, dir, rel, &st, mode)
-	ch := n.newChild(ctx, &st, out)
-	return ch, &fileHandle{fd: fd, rel: rel}, fuse.FOPEN_KEEP_CACHE, 0
+	// The node is new (go-fuse registers it exclusively), so its size
+	// is known without another stat on the first write.
+	child := n.fsys.newNode()
+	child.size.Store(int64(crypto.PlainSize(st.Size)))
+	n.fsys.fillAttr(&st, &out.Attr)
+	ch := n.NewInode(ctx, child, n.fsys.stableAttr(&st))
+	return ch, &fileHandle{fd: fd, rel: rel}, openFlags, 0
 }
 
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
@@ -194,13 +204,15 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	}
 	h := &fileHandle{fd: fd, rel: rel}
 	if flags&syscall.O_TRUNC != 0 {
-		if errno := n.truncate(h, rel, 0); errno != 0 {
+		// (Kernels without atomic O_TRUNC, which go-fuse does not ask
+		// for, send a truncating SETATTR instead.) A read-only open
+		// may truncate too, so truncate opens its own descriptor.
+		if errno := n.truncate(nil, rel, 0); errno != 0 {
 			unix.Close(fd)
 			return nil, 0, errno
 		}
 	}
-	// We are the only writer: cached pages stay valid across opens.
-	return h, fuse.FOPEN_KEEP_CACHE, 0
+	return h, openFlags, 0
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
@@ -483,7 +495,9 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
-	return &dirHandle{n: n, fd: fd, rel: rel}, 0, 0
+	// The kernel may keep listings: every change to a directory passes
+	// through it, and it drops a directory's cached listing on each.
+	return &dirHandle{n: n, fd: fd, rel: rel}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // prepareEntry returns the backing directory and name for a new entry

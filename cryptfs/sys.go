@@ -2,9 +2,6 @@ package cryptfs
 
 import (
 	"errors"
-	"os"
-	"strconv"
-	"strings"
 	"syscall"
 	"unsafe"
 
@@ -103,21 +100,4 @@ func futimens(fd int, ts *[2]unix.Timespec) error {
 		return e
 	}
 	return nil
-}
-
-// processUmask reads the daemon's umask without changing it (Linux ≥ 4.7
-// reports it in /proc). The kernel already applied the caller's umask to
-// every mode it sends us; ours would strip bits a second time.
-func processUmask() uint32 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "Umask:"); ok {
-				if m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32); err == nil {
-					return uint32(m)
-				}
-			}
-		}
-	}
-	return 0o022 // the common default; at worst we chmod once too often
 }

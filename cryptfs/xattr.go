@@ -12,11 +12,17 @@ import (
 	"github.com/securevol/securevol/crypto"
 )
 
-// Extended attributes of every namespace are stored as user.sv.<encrypted
-// name> with a sealed value (bound to the name) on the backing entry;
-// attributes the backing entry has for other reasons are not shown.
-// system.* (POSIX ACLs and the like) would need the kernel to enforce
-// them, which this mount does not ask for, so it is refused.
+// Extended attributes in the user and trusted namespaces are stored as
+// user.sv.<encrypted name> with a sealed value (bound to the name) on the
+// backing entry; attributes the backing entry has for other reasons are
+// not shown.
+//
+// security.* and system.* are not supported (EOPNOTSUPP): labels,
+// capabilities and POSIX ACLs would need the kernel to act on them, and a
+// nosuid FUSE mount does not. Saying so, rather than "no such attribute",
+// matters for speed: the kernel asks for security.capability before every
+// write, and ls -l asks for security.selinux and the ACL of every entry
+// unless it learns that the file system does not support them.
 
 var (
 	_ = (fs.NodeGetxattrer)((*node)(nil))
@@ -37,8 +43,12 @@ func (n *node) xattrPath() (string, syscall.Errno) {
 	return n.fsys.dir + "/" + rel, 0
 }
 
+func unsupportedXattr(attr string) bool {
+	return strings.HasPrefix(attr, "security.") || strings.HasPrefix(attr, "system.")
+}
+
 func (n *node) xattrName(attr string) (string, syscall.Errno) {
-	if strings.HasPrefix(attr, "system.") {
+	if unsupportedXattr(attr) {
 		return "", syscall.EOPNOTSUPP
 	}
 	b, err := n.fsys.keys.EncryptXattrName(attr)
@@ -49,9 +59,6 @@ func (n *node) xattrName(attr string) (string, syscall.Errno) {
 }
 
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if strings.HasPrefix(attr, "system.") {
-		return 0, syscall.ENODATA
-	}
 	name, errno := n.xattrName(attr)
 	if errno != 0 {
 		return 0, errno
@@ -102,9 +109,6 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	if strings.HasPrefix(attr, "system.") {
-		return syscall.ENODATA
-	}
 	name, errno := n.xattrName(attr)
 	if errno != 0 {
 		return errno
@@ -146,7 +150,7 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 		if len(b) == 0 {
 			continue
 		}
-		if name, ok := n.fsys.keys.DecryptXattrName(string(b)); ok {
+		if name, ok := n.fsys.keys.DecryptXattrName(string(b)); ok && !unsupportedXattr(name) {
 			out = append(append(out, name...), 0)
 		}
 	}

@@ -61,10 +61,9 @@ type ioBuf struct {
 	tail   [bs]byte  // plaintext of the last partial block
 }
 
-// Room for a maxWrite request that starts and ends mid-block.
-const ioBufBlocks = maxWrite/bs + 2
-
-func newIOBuf() *ioBuf { return &ioBuf{cipher: make([]byte, ioBufBlocks*cbs)} }
+// newIOBuf has room for a maxWrite-byte request that starts and ends
+// mid-block.
+func newIOBuf(maxWrite int) *ioBuf { return &ioBuf{cipher: make([]byte, (maxWrite/bs+2)*cbs)} }
 
 func (f *fsys) getBuf() *ioBuf  { return f.bufs.Get().(*ioBuf) }
 func (f *fsys) putBuf(b *ioBuf) { f.bufs.Put(b) }

@@ -53,13 +53,20 @@ type Options struct {
 	// the kernel, which keeps its caches coherent itself, so long timeouts
 	// are safe; zero means DefaultCacheTimeout.
 	EntryTimeout, AttrTimeout, NegativeTimeout time.Duration
+	// MaxWrite caps the size of one WRITE or READ request (0:
+	// DefaultMaxWrite). A daemon serving many volumes trades a little
+	// throughput for memory with a smaller value.
+	MaxWrite int
 }
 
 // DefaultCacheTimeout is used for the kernel cache timeouts left at zero.
 const DefaultCacheTimeout = time.Hour
 
-// maxWrite is the largest WRITE (and READ) the kernel sends us.
-const maxWrite = 1 << 20
+// DefaultMaxWrite is the largest WRITE (and READ) the kernel sends us unless
+// Options.MaxWrite says otherwise. Large requests mean fewer round trips
+// and room to encrypt blocks in parallel; each costs about that much memory
+// per mount in go-fuse's and our buffers.
+const DefaultMaxWrite = 1 << 20
 
 // fsys is the state shared by every node of one mount.
 type fsys struct {
@@ -70,6 +77,8 @@ type fsys struct {
 	log    *logrus.Entry
 	euid   uint32
 	egid   uint32
+
+	attrTimeout time.Duration // also for SETATTR replies, see Setattr
 
 	bufs sync.Pool // *ioBuf
 }
@@ -112,7 +121,15 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 		euid:   uint32(os.Geteuid()),
 		egid:   uint32(os.Getegid()),
 	}
-	f.bufs.New = func() any { return newIOBuf() }
+	f.attrTimeout = opts.AttrTimeout
+	if f.attrTimeout == 0 {
+		f.attrTimeout = DefaultCacheTimeout
+	}
+	maxWrite := opts.MaxWrite
+	if maxWrite == 0 {
+		maxWrite = DefaultMaxWrite
+	}
+	f.bufs.New = func() any { return newIOBuf(maxWrite) }
 
 	root := f.newNode()
 	root.iv = rootIV

@@ -147,7 +147,13 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 			return toErrno(err)
 		}
 	}
-	return n.Getattr(ctx, f, out)
+	if errno := n.Getattr(ctx, f, out); errno != 0 {
+		return errno
+	}
+	// go-fuse's bridge sends SETATTR replies with no attribute timeout, so
+	// the kernel would ask GETATTR right after every chmod/chown/utimes.
+	out.SetTimeout(n.fsys.attrTimeout)
+	return 0
 }
 
 // openFlags are the FUSE flags of every open file. We are the only writer,

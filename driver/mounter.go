@@ -35,6 +35,10 @@ func FUSEMounter(backing, mountpoint, name string, keys *crypto.VolumeKeys, log 
 		Log:        log,
 		AllowOther: true,
 		FsName:     "securevol:" + name,
+		// One daemon serves every volume, and each mount's buffers scale
+		// with MaxWrite: 256 KiB keeps 100 mounted volumes near 100 MiB
+		// RSS; sequential throughput measured the same as with 1 MiB.
+		MaxWrite: 256 << 10,
 	})
 	if err != nil {
 		return nil, err

@@ -122,11 +122,15 @@ func runMount(args []string) error {
 	k.register(fs)
 	debug := fs.Bool("debug", false, "log every FUSE request")
 	allowOther := fs.Bool("allow-other", true, "let other users in (with default_permissions)")
+	maxWrite := fs.Int("max-write", 0, "largest FUSE read/write request in bytes, 64 KiB to 1 MiB (default 1 MiB)")
 	rest, err := parse(fs, args, 2)
 	if err != nil {
 		return err
 	}
 	dir, mnt := rest[0], rest[1]
+	if *maxWrite != 0 && (*maxWrite < 64<<10 || *maxWrite > 1<<20 || *maxWrite%4096 != 0) {
+		return fmt.Errorf("%w: --max-write must be a multiple of 4096 from 65536 to 1048576", errUsage)
+	}
 	ks, err := k.source()
 	if err != nil {
 		return err
@@ -137,7 +141,7 @@ func runMount(args []string) error {
 	}
 	log := newLogger(*debug).WithField("dir", dir)
 	srv, err := cryptfs.Mount(dir, mnt, keys, cryptfs.Options{
-		Log: log, AllowOther: *allowOther, FsName: dir, Debug: *debug,
+		Log: log, AllowOther: *allowOther, FsName: dir, Debug: *debug, MaxWrite: *maxWrite,
 	})
 	if err != nil {
 		return fmt.Errorf("mount %s on %s: %w", dir, mnt, err)

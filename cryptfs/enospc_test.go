@@ -1,7 +1,10 @@
 package cryptfs
 
 import (
+	"github.com/securevol/securevol/internal/testenv"
+
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -14,16 +17,14 @@ import (
 // writer as ENOSPC, and no write that failed, complete or not, leaves a
 // block that no longer authenticates.
 func TestENOSPC(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs")
-	}
+	testenv.RequireFUSE(t) // and root, for the small tmpfs
 	base := t.TempDir()
 	small := filepath.Join(base, "small")
 	if err := os.Mkdir(small, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := unix.Mount("tmpfs", small, "tmpfs", 0, "size=2m"); err != nil {
-		t.Skipf("mount tmpfs: %v", err)
+		testenv.Missing(t, fmt.Sprintf("mount tmpfs: %v", err))
 	}
 	t.Cleanup(func() { unix.Unmount(small, unix.MNT_DETACH) })
 	m := newTestMountIn(t, small)

@@ -1,7 +1,10 @@
 package cryptfs
 
 import (
+	"github.com/securevol/securevol/internal/testenv"
+
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,16 +30,6 @@ type testMount struct {
 	opts    Options
 }
 
-// noFUSE fails the test when CI=true (the CI machine must run every FUSE
-// test) and skips it elsewhere.
-func noFUSE(t testing.TB, why string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("FUSE unavailable (CI=true makes this a failure): "+why, args...)
-	}
-	t.Skipf("FUSE unavailable: "+why, args...)
-}
-
 // newTestMount initialises a backing folder under a fresh random master
 // key and mounts it; it is unmounted when the test ends.
 func newTestMount(t testing.TB) *testMount {
@@ -58,9 +51,7 @@ func newTestMountIn(t testing.TB, dir string) *testMount {
 
 func newTestMountAt(t testing.TB, backingParent string, opts Options) *testMount {
 	t.Helper()
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		noFUSE(t, "%v", err)
-	}
+	testenv.RequireFUSE(t)
 	mk, err := crypto.RandomMasterKey()
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +79,7 @@ func (m *testMount) mount() {
 	opts.FsName = "securevol-test"
 	srv, err := Mount(m.backing, m.dir, m.keys, opts)
 	if err != nil {
-		noFUSE(m.t, "mount: %v", err)
+		testenv.Missing(m.t, fmt.Sprintf("FUSE mount failed: %v", err))
 	}
 	m.srv = srv
 }

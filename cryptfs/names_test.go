@@ -1,6 +1,8 @@
 package cryptfs
 
 import (
+	"github.com/securevol/securevol/internal/testenv"
+
 	"bytes"
 	"fmt"
 	"os"
@@ -386,9 +388,7 @@ func TestLongNames(t *testing.T) {
 // allow_other mount: they must belong to that user, with the mode asked
 // for even though the daemon's umask is stricter.
 func TestOwnership(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to act as another user")
-	}
+	testenv.RequireFUSE(t) // and root, to act as another user
 	m := newTestMountOpts(t, Options{AllowOther: true})
 	for p := m.dir; p != "/"; p = filepath.Dir(p) {
 		os.Chmod(p, 0o755) // let the test user reach the mountpoint

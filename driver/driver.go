@@ -150,6 +150,23 @@ func (d *Driver) lookup(name string) (*store.Volume, error) {
 	return v, err
 }
 
+// lockVolume validates name, takes the volume's lock and loads its record.
+// On success the caller must call unlock.
+func (d *Driver) lockVolume(name string) (v *store.Volume, unlock func(), err error) {
+	if err := ValidateName(name); err != nil {
+		return nil, nil, err
+	}
+	unlock, err = d.locks.lock(name, d.cfg.LockWait)
+	if err != nil {
+		return nil, nil, err
+	}
+	if v, err = d.lookup(name); err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return v, unlock, nil
+}
+
 func newID() (string, error) {
 	b := make([]byte, 16)
 	if _, err := io.ReadFull(rand.Reader, b); err != nil {
@@ -266,18 +283,11 @@ func (d *Driver) discard(dir string) error {
 // then the record. A Remove cut short is finished by a retry or at the
 // next start.
 func (d *Driver) Remove(r *volume.RemoveRequest) error {
-	if err := ValidateName(r.Name); err != nil {
-		return err
-	}
-	unlock, err := d.locks.lock(r.Name, d.cfg.LockWait)
+	v, unlock, err := d.lockVolume(r.Name)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	v, err := d.lookup(r.Name)
-	if err != nil {
-		return err
-	}
 	if n := references(v); n > 0 || d.live(r.Name) != nil {
 		return fmt.Errorf("remove %s: volume is in use (%d mounts); stop the containers using it first", r.Name, n)
 	}
@@ -320,18 +330,11 @@ func (d *Driver) removeVolume(v *store.Volume) error {
 // leaves nothing mounted and no reference: the engine sends no Unmount
 // after it.
 func (d *Driver) Mount(r *volume.MountRequest) (*volume.MountResponse, error) {
-	if err := ValidateName(r.Name); err != nil {
-		return nil, err
-	}
-	unlock, err := d.locks.lock(r.Name, d.cfg.LockWait)
+	v, unlock, err := d.lockVolume(r.Name)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	v, err := d.lookup(r.Name)
-	if err != nil {
-		return nil, err
-	}
 	if v.Removing {
 		return nil, fmt.Errorf("mount %s: the volume is being removed (its key is destroyed)", r.Name)
 	}
@@ -482,18 +485,11 @@ func (d *Driver) detachVolume(name string) error {
 // reference of all. The reference is dropped on disk before the unmount, so
 // a crash in between cannot resurrect it at the next start.
 func (d *Driver) Unmount(r *volume.UnmountRequest) error {
-	if err := ValidateName(r.Name); err != nil {
-		return err
-	}
-	unlock, err := d.locks.lock(r.Name, d.cfg.LockWait)
+	v, unlock, err := d.lockVolume(r.Name)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	v, err := d.lookup(r.Name)
-	if err != nil {
-		return err
-	}
 	count := v.Mounts[r.ID]
 	if count <= 0 {
 		// Nothing to release (e.g. the references were lost with the

@@ -63,6 +63,26 @@ func parse(fs *flag.FlagSet, args []string, nargs int) ([]string, error) {
 	return fs.Args(), nil
 }
 
+// parseKeyed parses a command that takes a master key and nargs
+// arguments; register adds the command's other flags.
+func parseKeyed(name string, args []string, nargs int, register func(*flag.FlagSet)) (crypto.KeySource, []string, error) {
+	fs := newFlagSet(name)
+	var k keyFlags
+	k.register(fs)
+	if register != nil {
+		register(fs)
+	}
+	rest, err := parse(fs, args, nargs)
+	if err != nil {
+		return nil, nil, err
+	}
+	ks, err := k.source()
+	if err != nil {
+		return nil, nil, err
+	}
+	return ks, rest, nil
+}
+
 func runKey(args []string) error {
 	if len(args) == 0 {
 		return fmt.Errorf("%w: key generate FILE | key rotate", errUsage)
@@ -85,14 +105,7 @@ func runKey(args []string) error {
 }
 
 func runInit(args []string) error {
-	fs := newFlagSet("init")
-	var k keyFlags
-	k.register(fs)
-	rest, err := parse(fs, args, 1)
-	if err != nil {
-		return err
-	}
-	ks, err := k.source()
+	ks, rest, err := parseKeyed("init", args, 1, nil)
 	if err != nil {
 		return err
 	}
@@ -117,31 +130,27 @@ func newLogger(debug bool) *logrus.Entry {
 }
 
 func runMount(args []string) error {
-	fs := newFlagSet("mount")
-	var k keyFlags
-	k.register(fs)
-	debug := fs.Bool("debug", false, "log every FUSE request")
-	allowOther := fs.Bool("allow-other", true, "let other users in (with default_permissions)")
-	maxWrite := fs.Int("max-write", 0, "largest FUSE read/write request in bytes, 64 KiB to 1 MiB (default 1 MiB)")
-	rest, err := parse(fs, args, 2)
+	var debug, allowOther bool
+	var maxWrite int
+	ks, rest, err := parseKeyed("mount", args, 2, func(fs *flag.FlagSet) {
+		fs.BoolVar(&debug, "debug", false, "log every FUSE request")
+		fs.BoolVar(&allowOther, "allow-other", true, "let other users in (with default_permissions)")
+		fs.IntVar(&maxWrite, "max-write", 0, "largest FUSE read/write request in bytes, 64 KiB to 1 MiB (default 1 MiB)")
+	})
 	if err != nil {
 		return err
 	}
 	dir, mnt := rest[0], rest[1]
-	if *maxWrite != 0 && (*maxWrite < 64<<10 || *maxWrite > 1<<20 || *maxWrite%4096 != 0) {
+	if maxWrite != 0 && (maxWrite < 64<<10 || maxWrite > 1<<20 || maxWrite%4096 != 0) {
 		return fmt.Errorf("%w: --max-write must be a multiple of 4096 from 65536 to 1048576", errUsage)
-	}
-	ks, err := k.source()
-	if err != nil {
-		return err
 	}
 	keys, _, err := crypto.OpenDir(dir, ks)
 	if err != nil {
 		return err
 	}
-	log := newLogger(*debug).WithField("dir", dir)
+	log := newLogger(debug).WithField("dir", dir)
 	srv, err := cryptfs.Mount(dir, mnt, keys, cryptfs.Options{
-		Log: log, AllowOther: *allowOther, FsName: dir, Debug: *debug, MaxWrite: *maxWrite,
+		Log: log, AllowOther: allowOther, FsName: dir, Debug: debug, MaxWrite: maxWrite,
 	})
 	if err != nil {
 		return fmt.Errorf("mount %s on %s: %w", dir, mnt, err)
@@ -168,14 +177,7 @@ func runMount(args []string) error {
 }
 
 func runFsck(args []string) error {
-	fs := newFlagSet("fsck")
-	var k keyFlags
-	k.register(fs)
-	rest, err := parse(fs, args, 1)
-	if err != nil {
-		return err
-	}
-	ks, err := k.source()
+	ks, rest, err := parseKeyed("fsck", args, 1, nil)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,9 @@
 // The tests need root, /dev/fuse and a running dockerd they may restart.
 // Outside CI a missing part skips them; with CI=true it fails them. They
 // create only resources named sve2e-* (volumes, containers, compose
-// projects), the plugins securevol and securevol-e2e, and temp folders, and
-// remove all of them even when a test fails.
+// projects), the managed plugin securevol-e2e, the legacy plugin
+// securevol-e2e-legacy (/run/docker/plugins/securevol-e2e-legacy.sock) and
+// temp folders (state, keys, mountpoints), and remove all of them even when
+// a test fails. They never use the name securevol: a real securevol beside
+// them (make run's daemon, an installed plugin, its volumes) is left alone.
 package e2e

@@ -10,9 +10,12 @@ import (
 	"time"
 )
 
-// The top-level tests run in this order (managed first: the engine caches a
-// legacy plugin's client by name until it restarts, and the legacy test ends
-// with such a restart).
+// The top-level tests run in this order, the legacy daemon last: its test
+// ends with a dockerd restart, which drops the client the engine keeps for
+// a legacy plugin by name. They use the plugin names securevol-e2e
+// (managed) and securevol-e2e-legacy (legacy), never securevol, so they run
+// beside a real securevol (make run, an installed plugin) without touching
+// it or its volumes.
 
 // TestManagedPlugin runs every scenario against the managed plugin built
 // from this tree (make plugin's path: scripts/plugin.sh create + enable).
@@ -35,8 +38,8 @@ func TestPluginPushInstall(t *testing.T) {
 	}
 	regEnv := []string{"REGISTRY_DIR=" + filepath.Join(tmp, "registry"), "REGISTRY_ADDR=" + freeLoopbackAddr(t)}
 	addr := strings.TrimPrefix(regEnv[1], "REGISTRY_ADDR=")
-	ref := addr + "/securevol-e2e:latest"
-	alias := "securevol-e2e"
+	ref := addr + "/" + managedName + ":latest"
+	alias := managedName
 	t.Cleanup(func() {
 		for _, v := range strings.Fields(func() string {
 			o, _ := dockerTry("volume", "ls", "-q", "--filter", "driver="+alias+":latest")
@@ -143,7 +146,8 @@ func freeLoopbackAddr(t *testing.T) string {
 }
 
 // TestLegacyPlugin runs the scenarios that apply against `securevol serve`
-// on /run/docker/plugins/securevol.sock, started by the test.
+// on /run/docker/plugins/securevol-e2e-legacy.sock (legacySocket), started
+// by the test.
 func TestLegacyPlugin(t *testing.T) {
 	p := setupLegacy(t)
 	runScenarios(t, p)

@@ -21,16 +21,28 @@ import (
 	"github.com/securevol/securevol/crypto"
 )
 
-// pluginName is what users pass to -d; both install paths use it.
-const pluginName = "securevol"
-
-// legacySocket is where the engine finds the legacy plugin named securevol.
-const legacySocket = "/run/docker/plugins/securevol.sock"
+// The tests' plugins have names of their own, never securevol: a legacy
+// daemon the user runs (make run, systemd) or a managed plugin securevol
+// they installed keeps answering to securevol beside the tests, which
+// neither see nor touch it or its volumes.
+const (
+	// managedName is the managed plugin the tests build from this tree
+	// (scripts/plugin.sh create) or install from their registry (as the
+	// alias); the engine calls it securevol-e2e:latest.
+	managedName = "securevol-e2e"
+	// legacyName is the legacy daemon the tests start: a name no managed
+	// plugin takes, because the engine keeps the client of a legacy plugin
+	// it once used under a name until it restarts, and that client shadows
+	// a managed plugin of the same name.
+	legacyName = "securevol-e2e-legacy"
+	// legacySocket is where the engine finds the legacy plugin legacyName.
+	legacySocket = "/run/docker/plugins/" + legacyName + ".sock"
+)
 
 // plugin is securevol as the engine sees it, installed one of two ways.
 type plugin struct {
 	name     string // what -d and docker plugin take
-	driver   string // the Driver the engine reports: "securevol:latest" (managed) or "securevol"
+	driver   string // the Driver the engine reports: name+":latest" (managed) or name (legacy)
 	managed  bool
 	tmp      string // everything on the host: state, keys (and, legacy, mounts and log)
 	stateDir string // host folder holding the database and volumes/<id>
@@ -54,20 +66,22 @@ func (p *plugin) String() string {
 	return "legacy daemon on " + legacySocket
 }
 
-// checkFree fails t unless the engine holds no securevol plugin, volume or
-// live legacy socket other than leftovers of an earlier run of these tests
-// (which it removes): the tests must never touch a real installation.
+// checkFree makes sure the tests' names are theirs alone: it removes what
+// an earlier run of these tests left behind (the plugin securevol-e2e with
+// temp mount sources, volumes of the tests' drivers) and fails t if
+// anything else holds one of those names. The real securevol (a running
+// make run, an installed plugin, their volumes) is never looked at.
 func checkFree(t testing.TB) {
 	t.Helper()
-	if out, err := dockerTry("plugin", "inspect", "-f", "{{range .Settings.Mounts}}{{.Source}} {{end}}", pluginName); err == nil {
+	if out, err := dockerTry("plugin", "inspect", "-f", "{{range .Settings.Mounts}}{{.Source}} {{end}}", managedName); err == nil {
 		if !strings.Contains(out, filepath.Join(os.TempDir(), "securevol-e2e-")) {
-			t.Fatalf("a %s plugin is installed (mount sources %s): the e2e tests install and remove their own; remove it first (docker plugin rm -f %s)", pluginName, out, pluginName)
+			t.Fatalf("a plugin %s is installed (mount sources %s) that these tests did not make: they install and remove their own under that name; remove it first (docker plugin rm -f %s)", managedName, out, managedName)
 		}
-		t.Logf("removing the plugin left by an earlier e2e run")
-		for _, v := range strings.Fields(docker(t, "volume", "ls", "-q", "--filter", "driver="+pluginName+":latest")) {
+		t.Logf("removing the plugin %s left by an earlier e2e run", managedName)
+		for _, v := range strings.Fields(docker(t, "volume", "ls", "-q", "--filter", "driver="+managedName+":latest")) {
 			dockerTry("volume", "rm", "-f", v)
 		}
-		dockerTry("plugin", "rm", "-f", pluginName)
+		dockerTry("plugin", "rm", "-f", managedName)
 		for _, src := range strings.Fields(out) {
 			if dir := filepath.Dir(src); strings.HasPrefix(dir, filepath.Join(os.TempDir(), "securevol-e2e-")) {
 				os.RemoveAll(dir) // the earlier run's temp folder
@@ -75,13 +89,15 @@ func checkFree(t testing.TB) {
 		}
 	}
 	if socketAnswers(legacySocket) == nil {
-		t.Fatalf("a securevol daemon serves %s (make run or systemd?): stop it before running the e2e tests", legacySocket)
+		t.Fatalf("a daemon serves %s, the e2e tests' own socket (another run of these tests, or the daemon of a killed one?): stop it first", legacySocket)
 	}
-	for _, v := range strings.Fields(docker(t, "volume", "ls", "-q", "--filter", "driver="+pluginName)) {
-		if !strings.HasPrefix(v, prefix) && !isHex64(v) {
-			t.Fatalf("the engine holds volume %s of driver %s: the e2e tests refuse to run beside real securevol volumes", v, pluginName)
+	for _, driver := range []string{managedName + ":latest", legacyName} {
+		for _, v := range volumesOf(t, driver) {
+			if !strings.HasPrefix(v, prefix) && !isHex64(v) {
+				t.Fatalf("the engine holds volume %s of driver %s, the e2e tests' own: they refuse to remove a volume they did not name", v, driver)
+			}
+			dockerTry("volume", "rm", "-f", v)
 		}
-		dockerTry("volume", "rm", "-f", v)
 	}
 }
 
@@ -117,7 +133,7 @@ func setupManaged(t testing.TB) *plugin {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &plugin{name: pluginName, driver: pluginName + ":latest", managed: true, dockerLog: d.logPath}
+	p := &plugin{name: managedName, driver: managedName + ":latest", managed: true, dockerLog: d.logPath}
 	p.tmp, p.stateDir, p.keyDir = newTemp(t, "managed")
 	t.Cleanup(func() { p.teardown(t) })
 
@@ -138,7 +154,7 @@ func setupManaged(t testing.TB) *plugin {
 		// under this name until it restarts, and that shadows the managed
 		// plugin (docs/DOCKER.md: switching install paths).
 		if why := restartForbidden(t); why != "" {
-			t.Fatalf("-d %s reaches a legacy securevol this engine used earlier, not the managed plugin; restart dockerd first (%s)", p.name, why)
+			t.Fatalf("-d %s reaches a legacy plugin of that name this engine used earlier, not the managed plugin; restart dockerd first (%s)", p.name, why)
 		}
 		t.Logf("-d %s reaches a cached legacy plugin: restarting dockerd", p.name)
 		restartDockerd(t)
@@ -187,7 +203,7 @@ func (p *plugin) serving() error {
 func setupLegacy(t testing.TB) *plugin {
 	need(t)
 	checkFree(t)
-	p := &plugin{name: pluginName, driver: pluginName}
+	p := &plugin{name: legacyName, driver: legacyName}
 	p.tmp, p.stateDir, p.keyDir = newTemp(t, "legacy")
 	p.logPath = filepath.Join(p.tmp, "daemon.log")
 	p.args = []string{"serve",
@@ -451,8 +467,9 @@ func (p *plugin) teardown(t testing.TB) {
 		t.Errorf("cleanup: %v", err)
 	}
 	// The engine keeps its client for a legacy plugin it used until it
-	// restarts, and the dead client shadows a managed plugin of the same
-	// name and slows docker volume ls: leave the engine as it was.
+	// restarts, and the dead client (of legacyName: never the real
+	// securevol's) slows docker volume ls and would shadow a managed plugin
+	// of that name: leave the engine as it was.
 	if !p.managed && p.daemon != nil && restartForbidden(t) == "" {
 		restartDockerd(t)
 	}

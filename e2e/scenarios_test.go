@@ -490,15 +490,16 @@ func testCompose(t *testing.T, p *plugin) {
 	}
 }
 
-// testDriverName: the managed plugin is securevol:latest; -d securevol,
-// -d securevol:latest, --mount volume-driver=securevol and a compose file's
-// short `driver: securevol` all reach it.
+// testDriverName: the managed plugin NAME (securevol for users, the tests'
+// own name here) is NAME:latest to the engine; -d NAME, -d NAME:latest,
+// --mount volume-driver=NAME and a compose file's short `driver: NAME` all
+// reach it.
 func testDriverName(t *testing.T, p *plugin) {
 	img := need(t).image
 	if got := docker(t, "plugin", "inspect", "-f", "{{.Name}}", p.name); got != p.driver {
 		t.Errorf("plugin name %q, want %q", got, p.driver)
 	}
-	for _, d := range []string{"securevol", "securevol:latest"} {
+	for _, d := range []string{p.name, p.name + ":latest"} {
 		name := uniq("drv")
 		docker(t, "volume", "create", "-d", d, name)
 		t.Cleanup(func() { dockerTry("volume", "rm", "-f", name) })
@@ -508,14 +509,14 @@ func testDriverName(t *testing.T, p *plugin) {
 	}
 	// A first `up` with the short name creates the volume on the plugin.
 	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "docker-compose.yml"), []byte(fmt.Sprintf(composeFile, img, "securevol")), 0o644)
+	os.WriteFile(filepath.Join(dir, "docker-compose.yml"), []byte(fmt.Sprintf(composeFile, img, p.name)), 0o644)
 	project := strings.ReplaceAll(uniq("short"), "-", "")
 	t.Cleanup(func() { command(nil, dir, "docker-compose", "-p", project, "down", "-v") })
 	if out, err := command(nil, dir, "docker-compose", "-p", project, "--no-ansi", "up", "--exit-code-from", "app"); err != nil {
-		t.Fatalf("compose up with driver: securevol: %v\n%s", err, out)
+		t.Fatalf("compose up with driver: %s: %v\n%s", p.name, err, out)
 	}
 	if got := inspectVolume(t, project+"_data").Driver; got != p.driver {
-		t.Errorf("compose driver: securevol gave driver %q", got)
+		t.Errorf("compose driver: %s gave driver %q", p.name, got)
 	}
 }
 

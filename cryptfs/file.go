@@ -662,6 +662,7 @@ func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall
 
 func (n *node) Release(ctx context.Context, f fs.FileHandle) syscall.Errno {
 	if h, ok := f.(*fileHandle); ok {
+		n.removeOpen(h)
 		return toErrno(unix.Close(h.fd))
 	}
 	return 0

@@ -80,6 +80,12 @@ type fsys struct {
 
 	attrTimeout time.Duration // also for SETATTR replies, see Setattr
 
+	// treeMu is held for writing across a whole RENAME (the backing
+	// rename and go-fuse's update of its tree, which comes after our
+	// Rename returns) and for reading by every operation that computes
+	// backing paths from that tree; see treeGuard.
+	treeMu sync.RWMutex
+
 	bufs sync.Pool // *ioBuf
 }
 
@@ -171,7 +177,9 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 	if opts.Debug {
 		mopts.Logger = newLogger(log, logrus.DebugLevel)
 	}
-	srv, err := fs.Mount(mountpoint, root, &fs.Options{
+	// As fs.Mount, with renames fenced off from path-based operations
+	// (see treeGuard).
+	rawFS := fs.NewNodeFS(root, &fs.Options{
 		MountOptions:    mopts,
 		EntryTimeout:    &entry,
 		AttrTimeout:     &attr,
@@ -181,6 +189,11 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 		RootStableAttr:  &fs.StableAttr{Ino: f.ino(&st), Gen: 1},
 		Logger:          newLogger(log, logrus.WarnLevel),
 	})
+	srv, err := fuse.NewServer(&treeGuard{RawFileSystem: rawFS, mu: &f.treeMu}, mountpoint, &mopts)
+	if err == nil {
+		go srv.Serve()
+		err = srv.WaitMount()
+	}
 	if err != nil {
 		unix.Close(rootFd)
 		return nil, fmt.Errorf("mount %s on %s: %w", dir, mountpoint, err)

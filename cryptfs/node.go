@@ -45,6 +45,48 @@ type node struct {
 	hmu  sync.Mutex // loads fc under a read lock
 	fc   atomic.Pointer[crypto.FileCipher]
 	size atomic.Int64
+
+	// open lists the file's open handles, so that operations the kernel
+	// sends without one (fchmod, fchown, futimens, fsetxattr) still reach
+	// a file whose last name is gone: unlinked, or renamed over.
+	omu  sync.Mutex
+	open []*fileHandle
+}
+
+func (n *node) addOpen(h *fileHandle) {
+	n.omu.Lock()
+	n.open = append(n.open, h)
+	n.omu.Unlock()
+}
+
+func (n *node) removeOpen(h *fileHandle) {
+	n.omu.Lock()
+	for i, o := range n.open {
+		if o == h {
+			last := len(n.open) - 1
+			n.open[i] = n.open[last]
+			n.open[last] = nil
+			n.open = n.open[:last]
+			break
+		}
+	}
+	n.omu.Unlock()
+}
+
+// openDup returns a private duplicate of one of n's open descriptors, or
+// -1 if none is open; the caller closes it.
+func (n *node) openDup() (int, string) {
+	n.omu.Lock()
+	defer n.omu.Unlock()
+	if len(n.open) == 0 {
+		return -1, ""
+	}
+	h := n.open[0]
+	fd, err := unix.FcntlInt(uintptr(h.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1, ""
+	}
+	return fd, h.rel
 }
 
 // maxCachedNames bounds each directory's name cache.

@@ -81,7 +81,16 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	rel := ""
 	if h == nil {
 		var errno syscall.Errno
-		if rel, errno = n.relPath(); errno != 0 {
+		if rel, errno = n.relPath(); errno == syscall.ENOENT {
+			// No name left (fchmod of an unlinked file): act on a
+			// descriptor the file is open with.
+			if fd, orel := n.openDup(); fd >= 0 {
+				defer unix.Close(fd)
+				h = &fileHandle{fd: fd, rel: orel}
+				f, errno = h, 0
+			}
+		}
+		if errno != 0 {
 			return errno
 		}
 	}
@@ -182,6 +191,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	rel := join(dir, b)
 	fd, err := openBeneath(n.fsys.rootFd, rel, backingFlags(flags)|unix.O_CREAT|int(flags)&(unix.O_EXCL|unix.O_TRUNC), mode&0o7777)
 	if err != nil {
+		n.abandonEntry(dir, b)
 		return nil, nil, 0, toErrno(err)
 	}
 	var st unix.Statx_t
@@ -190,13 +200,15 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, toErrno(err)
 	}
 	n.adopt(ctx, fd, dir, rel, &st, mode)
+	h := &fileHandle{fd: fd, rel: rel}
 	// The node is new (go-fuse registers it exclusively), so its size
 	// is known without another stat on the first write.
 	child := n.fsys.newNode()
 	child.size.Store(int64(crypto.PlainSize(st.Size)))
 	n.fsys.fillAttr(&st, &out.Attr)
 	ch := n.NewInode(ctx, child, n.fsys.stableAttr(&st))
-	return ch, &fileHandle{fd: fd, rel: rel}, openFlags, 0
+	child.addOpen(h)
+	return ch, h, openFlags, 0
 }
 
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
@@ -218,6 +230,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			return nil, 0, errno
 		}
 	}
+	n.addOpen(h)
 	return h, openFlags, 0
 }
 
@@ -231,6 +244,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	// Owner rwx until the IV is in, for a daemon that is not root; adopt
 	// sets the requested mode afterwards.
 	if err := unix.Mkdirat(rootFd, rel, mode&0o7777|0o700); err != nil {
+		n.abandonEntry(dir, b)
 		return nil, toErrno(err)
 	}
 	// The IV goes in before the directory is announced: a directory
@@ -239,6 +253,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	iv, errno := n.fsys.writeDirIV(rel)
 	if errno != 0 {
 		unix.Unlinkat(rootFd, rel, unix.AT_REMOVEDIR)
+		n.abandonEntry(dir, b)
 		return nil, errno
 	}
 	var st unix.Statx_t
@@ -268,6 +283,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	}
 	rel := join(dir, b)
 	if err := unix.Mknodat(n.fsys.rootFd, rel, mode, 0); err != nil {
+		n.abandonEntry(dir, b)
 		return nil, toErrno(err)
 	}
 	var st unix.Statx_t
@@ -289,6 +305,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	}
 	rel := join(dir, b)
 	if err := unix.Symlinkat(sealed, n.fsys.rootFd, rel); err != nil {
+		n.abandonEntry(dir, b)
 		return nil, toErrno(err)
 	}
 	var st unix.Statx_t
@@ -337,6 +354,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	}
 	rel := join(dir, b)
 	if err := unix.Linkat(n.fsys.rootFd, trel, n.fsys.rootFd, rel, 0); err != nil {
+		n.abandonEntry(dir, b)
 		return nil, toErrno(err)
 	}
 	var st unix.Statx_t
@@ -463,6 +481,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		}
 	}
 	if err != nil {
+		np.abandonEntry(newDir, nb)
 		return toErrno(err)
 	}
 	if olong && flags&unix.RENAME_EXCHANGE == 0 {
@@ -528,6 +547,19 @@ func (n *node) prepareEntry(name string) (dir, backing string, errno syscall.Err
 		}
 	}
 	return dir, backing, 0
+}
+
+// abandonEntry undoes prepareEntry after creating the entry failed: a
+// long name's sidecar goes unless an entry of that name exists (an
+// EEXIST, whose sidecar it is).
+func (n *node) abandonEntry(dir, backing string) {
+	if !crypto.IsLongName(backing) {
+		return
+	}
+	var st unix.Statx_t
+	if lstatAt(n.fsys.rootFd, join(dir, backing), &st) == unix.ENOENT {
+		unix.Unlinkat(n.fsys.rootFd, join(dir, crypto.LongNameSidecar(backing)), 0)
+	}
 }
 
 // writeSidecar stores a long name's encoded form. Its content follows from

@@ -31,16 +31,62 @@ var (
 	_ = (fs.NodeListxattrer)((*node)(nil))
 )
 
-// xattrPath is the absolute backing path: the xattr calls have no *at form.
-func (n *node) xattrPath() (string, syscall.Errno) {
+// xattrTarget is where the xattr calls act, which have no *at form: the
+// absolute backing path, or for an open file without a name left a
+// duplicate of one of its descriptors.
+type xattrTarget struct {
+	path string
+	fd   int // ≥ 0: use (and close) this instead of path
+}
+
+func (x xattrTarget) close() {
+	if x.fd >= 0 {
+		unix.Close(x.fd)
+	}
+}
+
+func (x xattrTarget) get(name string, dest []byte) (int, error) {
+	if x.fd >= 0 {
+		return unix.Fgetxattr(x.fd, name, dest)
+	}
+	return unix.Lgetxattr(x.path, name, dest)
+}
+
+func (x xattrTarget) set(name string, data []byte, flags int) error {
+	if x.fd >= 0 {
+		return unix.Fsetxattr(x.fd, name, data, flags)
+	}
+	return unix.Lsetxattr(x.path, name, data, flags)
+}
+
+func (x xattrTarget) remove(name string) error {
+	if x.fd >= 0 {
+		return unix.Fremovexattr(x.fd, name)
+	}
+	return unix.Lremovexattr(x.path, name)
+}
+
+func (x xattrTarget) list(dest []byte) (int, error) {
+	if x.fd >= 0 {
+		return unix.Flistxattr(x.fd, dest)
+	}
+	return unix.Llistxattr(x.path, dest)
+}
+
+func (n *node) xattrPath() (xattrTarget, syscall.Errno) {
 	rel, errno := n.relPath()
+	if errno == syscall.ENOENT {
+		if fd, _ := n.openDup(); fd >= 0 {
+			return xattrTarget{fd: fd}, 0
+		}
+	}
 	if errno != 0 {
-		return "", errno
+		return xattrTarget{}, errno
 	}
 	if rel == "." {
-		return n.fsys.dir, 0
+		return xattrTarget{path: n.fsys.dir, fd: -1}, 0
 	}
-	return n.fsys.dir + "/" + rel, 0
+	return xattrTarget{path: n.fsys.dir + "/" + rel, fd: -1}, 0
 }
 
 func unsupportedXattr(attr string) bool {
@@ -67,17 +113,18 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if errno != 0 {
 		return 0, errno
 	}
+	defer p.close()
 	if len(dest) == 0 {
-		sz, err := unix.Lgetxattr(p, name, nil)
+		sz, err := p.get(name, nil)
 		if err != nil {
 			return 0, toErrno(err)
 		}
 		return uint32(max(sz-crypto.NonceSize-crypto.TagSize, 0)), 0
 	}
 	sealed := make([]byte, len(dest)+crypto.NonceSize+crypto.TagSize)
-	sz, err := unix.Lgetxattr(p, name, sealed)
+	sz, err := p.get(name, sealed)
 	if err == unix.ERANGE {
-		if sz, err = unix.Lgetxattr(p, name, nil); err == nil {
+		if sz, err = p.get(name, nil); err == nil {
 			return uint32(max(sz-crypto.NonceSize-crypto.TagSize, 0)), syscall.ERANGE
 		}
 	}
@@ -105,7 +152,8 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if errno != 0 {
 		return errno
 	}
-	return toErrno(unix.Lsetxattr(p, name, n.fsys.keys.SealXattrValue(attr, data), int(flags)))
+	defer p.close()
+	return toErrno(p.set(name, n.fsys.keys.SealXattrValue(attr, data), int(flags)))
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
@@ -117,7 +165,8 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if errno != 0 {
 		return errno
 	}
-	return toErrno(unix.Lremovexattr(p, name))
+	defer p.close()
+	return toErrno(p.remove(name))
 }
 
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
@@ -125,9 +174,10 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	if errno != 0 {
 		return 0, errno
 	}
+	defer p.close()
 	var raw []byte
 	for {
-		sz, err := unix.Llistxattr(p, nil)
+		sz, err := p.list(nil)
 		if err != nil {
 			return 0, toErrno(err)
 		}
@@ -135,7 +185,7 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 			return 0, 0
 		}
 		raw = make([]byte, sz)
-		sz, err = unix.Llistxattr(p, raw)
+		sz, err = p.list(raw)
 		if err == unix.ERANGE {
 			continue // grew in between
 		}

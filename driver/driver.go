@@ -69,6 +69,33 @@ type Driver struct {
 	mu      sync.Mutex
 	mounted map[string]*liveMount // by volume name
 	trouble map[string]string     // volume name → problem found at start-up
+	// ops counts the Create, Remove, Mount and Unmount requests in flight,
+	// so Close can wait for them; once closing is set (under mu) no new
+	// one starts.
+	ops     sync.WaitGroup
+	closing bool
+	// wrongKey is set at start when the master key opens none of the
+	// volumes tried: Create is refused, so no volume is made under it.
+	wrongKey atomic.Bool
+}
+
+// errClosing refuses requests that arrive while the driver shuts down.
+var errClosing = errors.New("the securevol plugin is shutting down; try again when it is back")
+
+// closeWait bounds how long Close waits for requests in flight (the HTTP
+// server has already waited a few seconds; the engine kills the plugin 10 s
+// after SIGTERM).
+const closeWait = 2 * time.Second
+
+// begin registers a request that changes state; the caller must call done.
+func (d *Driver) begin() (done func(), err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closing {
+		return nil, errClosing
+	}
+	d.ops.Add(1)
+	return d.ops.Done, nil
 }
 
 type liveMount struct {
@@ -156,15 +183,35 @@ func (d *Driver) lockVolume(name string) (v *store.Volume, unlock func(), err er
 	if err := ValidateName(name); err != nil {
 		return nil, nil, err
 	}
-	unlock, err = d.locks.lock(name, d.cfg.LockWait)
+	done, err := d.begin()
 	if err != nil {
 		return nil, nil, err
 	}
+	unlockName, err := d.locks.lock(name, d.cfg.LockWait)
+	if err != nil {
+		done()
+		return nil, nil, err
+	}
+	unlock = func() { unlockName(); done() }
 	if v, err = d.lookup(name); err != nil {
 		unlock()
 		return nil, nil, err
 	}
 	return v, unlock, nil
+}
+
+// rlockKeys takes keyMu for reading, waiting at most LockWait: a key
+// rotation holds it while it re-wraps every folder, and a request must not
+// outwait the engine's timeout (or hold its volume's lock that long).
+func (d *Driver) rlockKeys() (func(), error) {
+	deadline := time.Now().Add(d.cfg.LockWait)
+	for !d.keyMu.TryRLock() {
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("a master key rotation has been running for over %v; try again when it is done: %w", d.cfg.LockWait, errBusy)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return d.keyMu.RUnlock, nil
 }
 
 func newID() (string, error) {
@@ -186,6 +233,11 @@ func (d *Driver) Create(r *volume.CreateRequest) error {
 	if err != nil {
 		return fmt.Errorf("create %s: %w", r.Name, err)
 	}
+	done, err := d.begin()
+	if err != nil {
+		return err
+	}
+	defer done()
 	unlock, err := d.locks.lock(r.Name, d.cfg.LockWait)
 	if err != nil {
 		return err
@@ -204,6 +256,9 @@ func (d *Driver) Create(r *volume.CreateRequest) error {
 		return fmt.Errorf("create %s: %w", r.Name, err)
 	}
 
+	if d.wrongKey.Load() {
+		return fmt.Errorf("create %s: the daemon's master key opens none of the existing volumes (wrong passphrase, key file or key command?); new volumes are refused so none is made under it: fix the key source and restart securevol", r.Name)
+	}
 	start := time.Now()
 	v, err := d.create(r.Name, opts)
 	if err != nil {
@@ -227,12 +282,17 @@ func (d *Driver) create(name string, opts store.Options) (*store.Volume, error) 
 	}
 	labels := optionLabels(opts)
 	labels["name"] = name
-	d.keyMu.RLock()
-	_, hdr, err := crypto.InitDir(dir, d.keys[0], labels)
-	d.keyMu.RUnlock()
+	// The backing root's owner and mode are what the FUSE root shows. They
+	// are set before the header is written: a create cut short after the
+	// header is recovered at the next start, and must come back with them.
+	err = applyOwner(dir, opts)
+	var hdr *crypto.Header
 	if err == nil {
-		// The backing root's owner and mode are what the FUSE root shows.
-		err = applyOwner(dir, opts)
+		var unlock func()
+		if unlock, err = d.rlockKeys(); err == nil {
+			_, hdr, err = crypto.InitDir(dir, d.keys[0], labels)
+			unlock()
+		}
 	}
 	v := &store.Volume{ID: id, Name: name, Options: opts}
 	if err == nil {
@@ -266,13 +326,27 @@ func applyOwner(dir string, o store.Options) error {
 	return os.Chmod(dir, mode)
 }
 
+// removeAll deletes a backing folder's files (a variable for tests: it is
+// the one operation whose time grows with the volume's size).
+var removeAll = os.RemoveAll
+
 // discard shreds and deletes a backing folder: key first, so the data is
 // unreadable from that moment even if deleting the files is cut short.
 func (d *Driver) discard(dir string) error {
-	if err := crypto.DestroyKey(dir); err != nil {
+	// A key rotation re-writes headers; it must not write one back into a
+	// folder whose key is being destroyed. Only the (quick) shredding holds
+	// keyMu: deleting a huge folder under it would stall a waiting rotation
+	// and, behind it, every Create and Mount of every volume.
+	unlock, err := d.rlockKeys()
+	if err != nil {
 		return err
 	}
-	if err := os.RemoveAll(dir); err != nil {
+	err = crypto.DestroyKey(dir)
+	unlock()
+	if err != nil {
+		return err
+	}
+	if err := removeAll(dir); err != nil {
 		return fmt.Errorf("key destroyed (the data is unreadable) but deleting %s failed: %w", dir, err)
 	}
 	return nil
@@ -305,12 +379,7 @@ func (d *Driver) removeVolume(v *store.Volume) error {
 			return err
 		}
 	}
-	// A key rotation re-writes headers; it must not write one back into
-	// a folder whose key was just destroyed.
-	d.keyMu.RLock()
-	err := d.discard(d.backing(v.ID))
-	d.keyMu.RUnlock()
-	if err != nil {
+	if err := d.discard(d.backing(v.ID)); err != nil {
 		return err
 	}
 	if err := os.Remove(d.mountpoint(v.Name)); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -424,8 +493,11 @@ func (d *Driver) openKeys(dir string) (*crypto.VolumeKeys, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.keyMu.RLock()
-	defer d.keyMu.RUnlock()
+	unlock, err := d.rlockKeys()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	var firstErr error
 	for _, ks := range d.keys {
 		keys, err := h.Open(ks)
@@ -578,9 +650,20 @@ func (d *Driver) Capabilities() *volume.CapabilitiesResponse {
 }
 
 // Close unmounts every volume without touching reference counts, so the
-// next start mounts again what containers still use. Requests must have
-// stopped.
+// next start mounts again what containers still use. New requests are
+// refused from now on; those in flight are waited for (up to closeWait), so
+// a Mount finishing meanwhile leaves no live mount behind.
 func (d *Driver) Close() error {
+	d.mu.Lock()
+	d.closing = true
+	d.mu.Unlock()
+	idle := make(chan struct{})
+	go func() { d.ops.Wait(); close(idle) }()
+	select {
+	case <-idle:
+	case <-time.After(closeWait):
+		d.log.Warn("requests still running at shutdown; unmounting anyway")
+	}
 	d.mu.Lock()
 	names := make([]string, 0, len(d.mounted))
 	for n := range d.mounted {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -48,7 +49,17 @@ func FUSEMounter(backing, mountpoint, name string, keys *crypto.VolumeKeys, log 
 
 // mountsUnder lists the mount points at or below root from
 // /proc/self/mountinfo, deepest first (the order to unmount them in).
-func mountsUnder(root string) ([]string, error) {
+func mountsUnder(root string) ([]string, error) { return mountsUnderOf(root, nil) }
+
+// isOurs reports whether a mountinfo entry is a securevol FUSE mount
+// (cryptfs mounts with type fuse.securevol and source securevol:<name>).
+func isOurs(fstype, source string) bool {
+	return fstype == "fuse.securevol" || strings.HasPrefix(source, "securevol:")
+}
+
+// mountsUnderOf is mountsUnder keeping only the entries keep admits (by
+// filesystem type and source); nil keeps all.
+func mountsUnderOf(root string, keep func(fstype, source string) bool) ([]string, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
@@ -65,9 +76,20 @@ func mountsUnder(root string) ([]string, error) {
 			continue
 		}
 		mp := unescapeMountinfo(fields[4])
-		if mp == root || strings.HasPrefix(mp, root+"/") {
-			out = append(out, mp)
+		if mp != root && !strings.HasPrefix(mp, root+"/") {
+			continue
 		}
+		if keep != nil {
+			// ... optional fields - fstype source superoptions
+			sep := slices.Index(fields[6:], "-")
+			if sep < 0 || 6+sep+2 >= len(fields) {
+				continue
+			}
+			if !keep(fields[6+sep+1], unescapeMountinfo(fields[6+sep+2])) {
+				continue
+			}
+		}
+		out = append(out, mp)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, err

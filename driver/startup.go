@@ -42,6 +42,7 @@ func (d *Driver) Start() (*StartReport, error) {
 	if err := d.reconcile(rep); err != nil {
 		return nil, fmt.Errorf("start: %w", err)
 	}
+	d.checkKey(rep)
 	if err := d.cleanMounts(rep); err != nil {
 		return nil, fmt.Errorf("start: %w", err)
 	}
@@ -51,6 +52,11 @@ func (d *Driver) Start() (*StartReport, error) {
 	rep.Took = time.Since(start)
 	return rep, nil
 }
+
+// startRemovalWait bounds how long Start waits for the removals cut short
+// earlier to finish; a longer one goes on in the background, so the socket
+// opens within the engine's ~9 s.
+const startRemovalWait = 3 * time.Second
 
 type folder struct {
 	id  string
@@ -67,6 +73,18 @@ type folder struct {
 //   - a folder without header and without data (a create cut short before
 //     its header was written) is deleted.
 func (d *Driver) reconcile(rep *StartReport) error {
+	records, err := d.cfg.Store.List()
+	if err != nil {
+		return err
+	}
+	// The folders of removals cut short have data and maybe no header:
+	// they are finished below, not reported as keyless.
+	removing := map[string]bool{}
+	for _, v := range records {
+		if v.Removing {
+			removing[v.ID] = true
+		}
+	}
 	ents, err := os.ReadDir(d.volDir)
 	if err != nil {
 		return err
@@ -80,6 +98,9 @@ func (d *Driver) reconcile(rep *StartReport) error {
 			continue
 		}
 		ids[e.Name()] = true
+		if removing[e.Name()] {
+			continue
+		}
 		h, err := crypto.ReadHeader(dir)
 		if errors.Is(err, crypto.ErrNoHeader) {
 			if onlyInternal(dir) {
@@ -104,17 +125,14 @@ func (d *Driver) reconcile(rep *StartReport) error {
 		byName[name] = append(byName[name], folder{e.Name(), h})
 	}
 
-	records, err := d.cfg.Store.List()
-	if err != nil {
-		return err
-	}
 	inDB := map[string]*store.Volume{}
+	removalDeadline := time.Now().Add(startRemovalWait)
 	for _, v := range records {
 		inDB[v.Name] = v
 		if v.Removing {
-			if err := d.removeVolume(v); err != nil {
+			if done, err := d.finishRemoval(v, removalDeadline); err != nil {
 				d.problem(rep, v.Name, fmt.Sprintf("finishing its removal: %v", err))
-			} else {
+			} else if done {
 				rep.Finished = append(rep.Finished, v.Name)
 				d.log.WithField("volume", v.Name).Info("finished a removal that was cut short")
 			}
@@ -177,6 +195,86 @@ func (d *Driver) reconcile(rep *StartReport) error {
 	return err
 }
 
+// finishRemoval finishes a removal cut short, holding the volume's lock. If
+// it is not done by deadline (a huge folder) it goes on in the background,
+// still holding the lock, and done is false.
+func (d *Driver) finishRemoval(v *store.Volume, deadline time.Time) (done bool, err error) {
+	unlock, err := d.locks.lock(v.Name, d.cfg.LockWait)
+	if err != nil {
+		return false, err
+	}
+	res := make(chan error, 1)
+	go func() {
+		defer unlock()
+		res <- d.removeVolume(v)
+	}()
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case err := <-res:
+		return true, err
+	case <-t.C:
+	}
+	d.log.WithField("volume", v.Name).Info("finishing a removal that was cut short, in the background (its key is destroyed first)")
+	go func() {
+		if err := <-res; err != nil {
+			d.setTrouble(v.Name, "error: finishing its removal: "+err.Error())
+			d.log.WithError(err).WithField("volume", v.Name).Error("finishing a removal that was cut short")
+			return
+		}
+		d.log.WithField("volume", v.Name).Info("finished a removal that was cut short")
+	}()
+	return false, nil
+}
+
+// checkKey tries at most keyCheckVolumes volumes, for at most keyCheckTime
+// (a passphrase may need a key derivation per salt): enough that a few
+// volumes under some other key raise no false alarm.
+const (
+	keyCheckVolumes = 100
+	keyCheckTime    = 2 * time.Second
+)
+
+// checkKey tries the master key on the volumes. A key that opens none of
+// them is the wrong one: volumes stay listed (the engine forgets volumes
+// whose Get fails), but Create is refused, or new volumes would be made
+// under a key that is about to be corrected.
+func (d *Driver) checkKey(rep *StartReport) {
+	all, err := d.cfg.Store.List()
+	if err != nil {
+		return
+	}
+	d.keyMu.RLock()
+	defer d.keyMu.RUnlock()
+	tried, start := 0, time.Now()
+	for _, v := range all {
+		if tried == keyCheckVolumes || time.Since(start) > keyCheckTime {
+			break
+		}
+		if v.Removing {
+			continue
+		}
+		h, err := crypto.ReadHeader(d.backing(v.ID))
+		if err != nil {
+			continue
+		}
+		tried++
+		for _, ks := range d.keys {
+			_, err := h.Open(ks)
+			if err == nil {
+				return
+			}
+			if !errors.Is(err, crypto.ErrWrongKey) {
+				return // not a verdict on the key
+			}
+		}
+	}
+	if tried > 0 {
+		d.wrongKey.Store(true)
+		d.problem(rep, "", fmt.Sprintf("the master key (%s) opens none of the %d volumes tried: wrong passphrase, key file or key command? Their mounts fail and new volumes are refused until securevol restarts with the right key", d.cfg.KeyKind, tried))
+	}
+}
+
 func (d *Driver) problem(rep *StartReport, name, msg string) {
 	if name != "" {
 		msg = "volume " + name + ": " + msg
@@ -212,12 +310,13 @@ func labelOptions(labels map[string]string) (store.Options, error) {
 	return ParseOptions(opts)
 }
 
-// cleanMounts detaches every mount below the mount root: at start nothing
-// there is ours, so what is mounted is left from a previous server (dead
-// FUSE mounts answer "transport endpoint is not connected"). The mount root
-// itself may be a mount (a managed plugin's propagatedMount) and stays.
+// cleanMounts detaches every securevol mount below the mount root: at
+// start none of them is live, so what is mounted is left from a previous
+// server (dead FUSE mounts answer "transport endpoint is not connected").
+// Other mounts there are not ours (the mount root may be a shared /mnt) and
+// stay; so does the mount root itself (a managed plugin's propagatedMount).
 func (d *Driver) cleanMounts(rep *StartReport) error {
-	mps, err := mountsUnder(d.cfg.MountRoot)
+	mps, err := mountsUnderOf(d.cfg.MountRoot, isOurs)
 	if err != nil {
 		return fmt.Errorf("list mounts: %w", err)
 	}

@@ -70,6 +70,9 @@ func parseServe(args []string) (*serveConfig, error) {
 	stringFlag(fs, &c.keyFile, "key-file", defaultKeyFile, "master key file, 32 raw bytes, mode 0600; generated on first start if absent")
 	stringFlag(fs, &c.passFile, "passphrase-file", "", "derive the master key from the passphrase in this file (Argon2id) instead of a key file")
 	stringFlag(fs, &c.keyCommand, "key-command", "", "run this program (split on spaces, no shell) and use the key it prints: 32 raw bytes, or 64 hex digits, or base64 of 32 bytes")
+	// Its arguments may carry a credential for the secret manager: -h must
+	// not print the value taken from the environment as the default.
+	fs.Lookup("key-command").DefValue = ""
 	stringFlag(fs, &c.logLevel, "log-level", "info", "debug, info, warn or error")
 	stringFlag(fs, &c.logFormat, "log-format", "text", "text or json")
 	rebuildDef := false

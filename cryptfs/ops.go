@@ -183,6 +183,35 @@ func backingFlags(flags uint32) int {
 	return f | int(flags)&(unix.O_SYNC|unix.O_DSYNC)
 }
 
+var _ fs.NodeTmpfiler = (*node)(nil)
+
+// Tmpfile answers open(2) with O_TMPFILE: an unnamed backing file in the
+// backing directory, encrypted like any other file. It has no name to
+// encrypt until it is linked into place (see Link).
+func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	dir, errno := n.relPath()
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	fd, err := openBeneath(n.fsys.rootFd, dir, backingFlags(flags)|unix.O_TMPFILE|int(flags)&unix.O_EXCL, mode&0o7777)
+	if err != nil {
+		return nil, nil, 0, toErrno(err)
+	}
+	var st unix.Statx_t
+	if err := fstatx(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, nil, 0, toErrno(err)
+	}
+	n.adopt(ctx, fd, dir, "", &st, mode)
+	h := &fileHandle{fd: fd, rel: join(dir, "(unnamed)")}
+	child := n.fsys.newNode()
+	child.size.Store(0)
+	n.fsys.fillAttr(&st, &out.Attr)
+	ch := n.NewInode(ctx, child, n.fsys.stableAttr(&st))
+	child.addOpen(h)
+	return ch, h, openFlags, 0
+}
+
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	dir, b, errno := n.prepareEntry(name)
 	if errno != 0 {
@@ -344,16 +373,24 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 		return nil, syscall.EXDEV
 	}
 	trel, errno := t.relPath()
+	src, srcPath, flags := n.fsys.rootFd, trel, 0
 	if errno != 0 {
-		// An unlinked or O_TMPFILE file has no backing name to link from.
-		return nil, syscall.EXDEV
+		// An O_TMPFILE (or unlinked) file has no backing name: link its
+		// open descriptor, as linkat(AT_EMPTY_PATH) does on ext4. The
+		// kernel refuses it (ENOENT) for a file that once had a name.
+		fd, _ := t.openDup()
+		if fd < 0 {
+			return nil, syscall.ENOENT
+		}
+		defer unix.Close(fd)
+		src, srcPath, flags = fd, "", unix.AT_EMPTY_PATH
 	}
 	dir, b, errno := n.prepareEntry(name)
 	if errno != 0 {
 		return nil, errno
 	}
 	rel := join(dir, b)
-	if err := unix.Linkat(n.fsys.rootFd, trel, n.fsys.rootFd, rel, 0); err != nil {
+	if err := unix.Linkat(src, srcPath, n.fsys.rootFd, rel, flags); err != nil {
 		n.abandonEntry(dir, b)
 		return nil, toErrno(err)
 	}

@@ -231,12 +231,13 @@ func runServe(args []string) error {
 		go adm.finishPendingRotation()
 	}
 
+	var serveErr error
 	select {
 	case <-ctx.Done():
 		start = time.Now()
 		log.Info("shutting down: closing the socket, then unmounting every volume")
-	case err = <-errc:
-		log.WithError(err).Error("server failed; shutting down")
+	case serveErr = <-errc:
+		log.WithError(serveErr).Error("server failed; shutting down")
 	}
 	// The engine sends SIGKILL 10 s after SIGTERM: leave time to unmount.
 	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -249,6 +250,10 @@ func runServe(args []string) error {
 	}
 	os.Remove(c.socket)
 	os.Remove(adminPath)
+	if serveErr != nil {
+		// A non-zero exit lets systemd's Restart= bring the daemon back.
+		return fmt.Errorf("serve %s: %w", c.socket, serveErr)
+	}
 	return nil
 }
 

@@ -280,24 +280,15 @@ func TestFallocate(t *testing.T) {
 	checkContent(t, m.path("f"), append([]byte("hello"), make([]byte, 9000-5)...))
 }
 
-// TestConcurrentWriters has writers fill interleaved, unaligned regions of
-// one file at once; the per-inode lock must keep every partial block's
-// read-modify-write whole.
-func TestConcurrentWriters(t *testing.T) {
-	m := newTestMount(t)
-	const writers, chunk, rounds = 8, 1000, 200
-	size := writers * chunk * rounds
-	want := pattern(7, size)
-	if err := os.WriteFile(m.path("shared"), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	errs := make(chan error, writers+2)
+// startInterleavedWriters starts writers goroutines that write want in
+// interleaved chunk-byte pieces over rounds rounds; writer w uses
+// names[w%len(names)] (several names: hard links to one file).
+func startInterleavedWriters(wg *sync.WaitGroup, errs chan<- error, names []string, want []byte, writers, chunk, rounds int) {
 	for w := 0; w < writers; w++ {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
-			f, err := os.OpenFile(m.path("shared"), os.O_WRONLY|os.O_CREATE, 0o644)
+			f, err := os.OpenFile(names[w%len(names)], os.O_WRONLY|os.O_CREATE, 0o644)
 			if err != nil {
 				errs <- err
 				return
@@ -312,6 +303,22 @@ func TestConcurrentWriters(t *testing.T) {
 			}
 		}(w)
 	}
+}
+
+// TestConcurrentWriters has writers fill interleaved, unaligned regions of
+// one file at once; the per-inode lock must keep every partial block's
+// read-modify-write whole.
+func TestConcurrentWriters(t *testing.T) {
+	m := newTestMount(t)
+	const writers, chunk, rounds = 8, 1000, 200
+	size := writers * chunk * rounds
+	want := pattern(7, size)
+	if err := os.WriteFile(m.path("shared"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, writers+2)
+	startInterleavedWriters(&wg, errs, []string{m.path("shared")}, want, writers, chunk, rounds)
 	// Readers bypass the page cache and race the writers: every read
 	// must succeed (a torn ciphertext block would fail authentication)
 	// and see each write either not yet done (zeros) or complete.

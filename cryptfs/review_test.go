@@ -257,29 +257,7 @@ func TestConcurrentThroughLinks(t *testing.T) {
 	want := pattern(11, size)
 	var wg sync.WaitGroup
 	errs := make(chan error, 100)
-	for w := 0; w < writers; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			name := m.path("a")
-			if w%2 == 1 {
-				name = m.path("d/b")
-			}
-			f, err := os.OpenFile(name, os.O_WRONLY, 0)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer f.Close()
-			for r := 0; r < rounds; r++ {
-				off := (r*writers + w) * chunk
-				if _, err := f.WriteAt(want[off:off+chunk], int64(off)); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}(w)
-	}
+	startInterleavedWriters(&wg, errs, []string{m.path("a"), m.path("d/b")}, want, writers, chunk, rounds)
 	// Truncation to beyond the final size races the writers: it may
 	// only ever extend with zeros or cut what is later rewritten.
 	stop := make(chan struct{})

@@ -1,13 +1,12 @@
 package driver
 
 import (
-	"bufio"
+	"github.com/securevol/securevol/internal/mountinfo"
+
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -60,44 +59,18 @@ func isOurs(fstype, source string) bool {
 // mountsUnderOf is mountsUnder keeping only the entries keep admits (by
 // filesystem type and source); nil keeps all.
 func mountsUnderOf(root string, keep func(fstype, source string) bool) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	ms, err := mountinfo.Read()
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	root = filepath.Clean(root)
 	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		// id parent major:minor root mountpoint options ...
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
+	// Newest first, so among stacked mounts at one path the upper one
+	// comes first; then deeper paths first.
+	for _, m := range slices.Backward(ms) {
+		if mountinfo.IsUnder(m.Mountpoint, root) && (keep == nil || keep(m.FSType, m.Source)) {
+			out = append(out, m.Mountpoint)
 		}
-		mp := unescapeMountinfo(fields[4])
-		if mp != root && !strings.HasPrefix(mp, root+"/") {
-			continue
-		}
-		if keep != nil {
-			// ... optional fields - fstype source superoptions
-			sep := slices.Index(fields[6:], "-")
-			if sep < 0 || 6+sep+2 >= len(fields) {
-				continue
-			}
-			if !keep(fields[6+sep+1], unescapeMountinfo(fields[6+sep+2])) {
-				continue
-			}
-		}
-		out = append(out, mp)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	// Deeper paths first; among equal paths (stacked mounts) the later,
-	// upper one first.
-	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-		out[i], out[j] = out[j], out[i]
 	}
 	sortDeepestFirst(out)
 	return out, nil
@@ -110,25 +83,6 @@ func sortDeepestFirst(p []string) {
 			p[j], p[j-1] = p[j-1], p[j]
 		}
 	}
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for space etc.).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // detach lazily unmounts path: it leaves the namespace at once and the

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/securevol/securevol/internal/mountinfo"
+
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -477,18 +479,11 @@ func (p *plugin) teardown(t testing.TB) {
 
 // mountsUnder lists FUSE mounts at or below root in the host's namespace.
 func mountsUnder(root string) []string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
+	ms, _ := mountinfo.Read()
 	var out []string
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) < 5 || !strings.Contains(l, " - fuse") {
-			continue
-		}
-		if f[4] == root || strings.HasPrefix(f[4], root+"/") {
-			out = append(out, f[4])
+	for _, m := range ms {
+		if strings.HasPrefix(m.FSType, "fuse") && mountinfo.IsUnder(m.Mountpoint, root) {
+			out = append(out, m.Mountpoint)
 		}
 	}
 	return out

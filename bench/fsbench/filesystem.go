@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/securevol/securevol/internal/mountinfo"
 )
 
 // filesystem is one column of the table: a directory the workloads run in
@@ -153,13 +155,13 @@ func (f *filesystem) startDaemon(ctx context.Context, bin string, args ...string
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		m, err := findMount(f.root)
+		m, err := mountinfo.At(f.root)
 		if err != nil {
 			return err
 		}
 		if m != nil {
-			if !strings.HasPrefix(m.fstype, "fuse") {
-				return fmt.Errorf("%s is mounted as %s, not a FUSE filesystem", f.root, m.fstype)
+			if !strings.HasPrefix(m.FSType, "fuse") {
+				return fmt.Errorf("%s is mounted as %s, not a FUSE filesystem", f.root, m.FSType)
 			}
 			return nil
 		}
@@ -206,7 +208,7 @@ func (f *filesystem) teardown() error {
 			problems = append(problems, "daemon did not exit within 20s of SIGTERM; killed")
 		}
 	}
-	if m, _ := findMount(f.root); m != nil {
+	if m, _ := mountinfo.At(f.root); m != nil {
 		problems = append(problems, "mount was still there after the daemon exited; detached it")
 		if err := syscall.Unmount(f.root, syscall.MNT_DETACH); err != nil {
 			problems = append(problems, fmt.Sprintf("umount -l %s: %v", f.root, err))
@@ -279,7 +281,7 @@ func versions(cfg config, fss []*filesystem) []string {
 	uname := version("uname", "-srm")
 	v = append(v, "kernel: "+uname)
 	if m, err := findMountContaining(cfg.scratch); err == nil && m != nil {
-		v = append(v, fmt.Sprintf("scratch: %s (%s on %s, %s)", cfg.scratch, m.fstype, m.source, m.mountpoint))
+		v = append(v, fmt.Sprintf("scratch: %s (%s on %s, %s)", cfg.scratch, m.FSType, m.Source, m.Mountpoint))
 	}
 	for _, f := range fss {
 		switch f.name {

@@ -62,41 +62,6 @@ func TestRatioUsesMediansOfSameRun(t *testing.T) {
 	}
 }
 
-func TestParseMountinfo(t *testing.T) {
-	data := "22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n" +
-		"43 22 0:39 / /var/tmp/b\\040x/mnt rw,nosuid - fuse.securevol /var/tmp/b\\040x/cipher rw,user_id=0\n"
-	ms, err := parseMountinfo(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(ms) != 2 {
-		t.Fatalf("got %d entries, want 2", len(ms))
-	}
-	want := mountEntry{mountpoint: "/var/tmp/b x/mnt", fstype: "fuse.securevol", source: "/var/tmp/b x/cipher"}
-	if ms[1] != want {
-		t.Errorf("entry = %+v, want %+v", ms[1], want)
-	}
-	if _, err := parseMountinfo("garbage without separator\n"); err == nil {
-		t.Error("malformed mountinfo accepted")
-	}
-}
-
-func TestIsUnder(t *testing.T) {
-	for _, tc := range []struct {
-		path, dir string
-		want      bool
-	}{
-		{"/var/tmp/b/mnt", "/var/tmp/b", true},
-		{"/var/tmp/b", "/var/tmp/b", true},
-		{"/var/tmp/bb", "/var/tmp/b", false},
-		{"/anything", "/", true},
-	} {
-		if got := isUnder(tc.path, tc.dir); got != tc.want {
-			t.Errorf("isUnder(%q, %q) = %v, want %v", tc.path, tc.dir, got, tc.want)
-		}
-	}
-}
-
 func TestSelectWorkloadsAddsDependencies(t *testing.T) {
 	for _, tc := range []struct {
 		chosen []string

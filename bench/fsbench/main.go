@@ -32,6 +32,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/securevol/securevol/internal/mountinfo"
 )
 
 type config struct {
@@ -160,7 +162,7 @@ func bench(ctx context.Context, cfg config) (rep *report, err error) {
 				rep.setFailed(f.name, terr)
 			}
 			// Never remove through a mount that would not go away.
-			if m, err := findMount(f.root); !cfg.keep && err == nil && m == nil {
+			if m, err := mountinfo.At(f.root); !cfg.keep && err == nil && m == nil {
 				os.RemoveAll(f.base)
 			}
 		}

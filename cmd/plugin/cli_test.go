@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/securevol/securevol/internal/mountinfo"
+
 	"bytes"
 	"os"
 	"os/exec"
@@ -13,17 +15,6 @@ import (
 	"github.com/securevol/securevol/crypto"
 	"github.com/securevol/securevol/internal/testenv"
 )
-
-// buildBinary compiles securevol once per test binary run.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "securevol")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
 
 func securevol(t *testing.T, bin string, args ...string) (string, int) {
 	t.Helper()
@@ -39,11 +30,11 @@ func securevol(t *testing.T, bin string, args ...string) (string, int) {
 }
 
 func isMounted(t *testing.T, mnt string) bool {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	m, err := mountinfo.At(mnt)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return bytes.Contains(b, []byte(" "+mnt+" "))
+	return m != nil
 }
 
 func TestCLIUsageErrors(t *testing.T) {
@@ -84,7 +75,7 @@ func captureStderr(t *testing.T, f func()) string {
 // mount, write, SIGTERM, fsck clean, tamper, fsck reports it.
 func TestCLIMountCycle(t *testing.T) {
 	testenv.RequireFUSE(t)
-	bin := buildBinary(t)
+	bin := buildServeBinary(t)
 	dir := t.TempDir()
 	key, other := filepath.Join(dir, "k"), filepath.Join(dir, "other")
 	enc, mnt := filepath.Join(dir, "enc"), filepath.Join(dir, "mnt")

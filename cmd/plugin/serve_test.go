@@ -1,9 +1,10 @@
 package main
 
 import (
+	"github.com/securevol/securevol/internal/mountinfo"
+
 	"github.com/securevol/securevol/internal/testenv"
 
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/hex"
@@ -28,23 +29,45 @@ import (
 	"github.com/securevol/securevol/store"
 )
 
-// buildServeBinary builds securevol into a temp dir.
+// buildServeBinary returns the securevol binary built from this tree.
 func buildServeBinary(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs the daemon; skipped with -short")
 	}
-	bin := filepath.Join(t.TempDir(), "securevol")
-	gobin := filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-	if _, err := os.Stat(gobin); err != nil {
-		gobin = "go"
+	built.once.Do(func() {
+		dir, err := os.MkdirTemp("", "securevol-test-bin-")
+		if err != nil {
+			built.err = err
+			return
+		}
+		built.bin = filepath.Join(dir, "securevol")
+		cmd := exec.Command("go", "build", "-o", built.bin, ".")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			built.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
 	}
-	cmd := exec.Command(gobin, "build", "-o", bin, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	return built.bin
+}
+
+// built is the binary the tests share: compiled once per test run (each
+// test used to link its own), removed by TestMain.
+var built struct {
+	once sync.Once
+	bin  string
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.bin != "" {
+		os.RemoveAll(filepath.Dir(built.bin))
 	}
-	return bin
+	os.Exit(code)
 }
 
 // daemon is one `securevol serve` process over a test's directories.
@@ -232,17 +255,11 @@ func (d *daemon) list() []volInfo {
 }
 
 func mountsBelow(root string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
+	ms, _ := mountinfo.Read()
 	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) > 4 && strings.HasPrefix(fs[4], root+"/") {
-			out = append(out, fs[4])
+	for _, m := range ms {
+		if m.Mountpoint != root && mountinfo.IsUnder(m.Mountpoint, root) {
+			out = append(out, m.Mountpoint)
 		}
 	}
 	return out

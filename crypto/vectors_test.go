@@ -42,15 +42,6 @@ const (
 	wantXattr   = "user.sv.AGs6W5208eGqpAt0DFTw4A"
 )
 
-func mustHex(t *testing.T, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(s)
-	if err != nil {
-		t.Fatalf("bad hex in vector: %v", err)
-	}
-	return b
-}
-
 func TestVectorWrappedKey(t *testing.T) {
 	mk, _ := NewMasterKey(kvMaster)
 	h := &Header{ID: kvDirID}

@@ -322,29 +322,6 @@ func waitGone(t testing.TB, pid int, d time.Duration) {
 	})
 }
 
-// logSince returns what was appended to path after offset.
-func logSince(path string, offset int64) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	if _, err := f.Seek(offset, 0); err != nil {
-		return ""
-	}
-	var b bytes.Buffer
-	b.ReadFrom(f)
-	return b.String()
-}
-
-func fileSize(path string) int64 {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
-}
-
 // tail returns the last n lines of s.
 func tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -107,19 +106,6 @@ func (f *filesystem) setupGocryptfs(ctx context.Context) error {
 		args = append(args, "-fusedebug")
 	}
 	return f.startDaemon(ctx, f.cfg.gocryptfs, append(args, cipher, f.root)...)
-}
-
-// lockedBuffer collects a daemon's output; exec copies into it from its
-// own goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
 }
 
 // startDaemon runs a foreground mount command and waits until its mount

@@ -243,7 +243,14 @@ func findDockerd() (*dockerdProc, error) {
 		argv:    strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00"),
 		environ: strings.Split(strings.TrimRight(string(environ), "\x00"), "\x00"),
 	}
-	d.dir, _ = os.Readlink(proc + "/cwd")
+	// Its working directory may be gone since (" (deleted)"): restart
+	// it in / then, as a chdir into a missing directory fails the exec.
+	d.dir = "/"
+	if cwd, err := os.Readlink(proc + "/cwd"); err == nil {
+		if fi, err := os.Stat(cwd); err == nil && fi.IsDir() {
+			d.dir = cwd
+		}
+	}
 	if p, err := os.Readlink(proc + "/fd/2"); err == nil {
 		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
 			d.logPath = p

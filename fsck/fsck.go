@@ -6,7 +6,9 @@
 // followed, nothing but regular files opened. A planted symlink, FIFO,
 // socket or device node where securevol keeps a file of its own is a
 // reported problem, never something to follow or read. Path strings exist
-// only for the reports, so neither depth nor PATH_MAX limits the walk.
+// only for the reports, so PATH_MAX does not limit the walk; depth costs
+// one open directory per level (Go raises the open-file limit to its hard
+// limit at start-up).
 package fsck
 
 import (

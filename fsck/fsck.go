@@ -114,7 +114,11 @@ func (c *checker) dir(rel, plain string) error {
 			if err != nil {
 				return err
 			}
-			if _, err := c.keys.OpenSymlink(target); err != nil {
+			var blob []byte
+			if crypto.IsLongTarget(target) {
+				blob, _ = os.ReadFile(filepath.Join(c.root, target))
+			}
+			if _, err := c.keys.OpenSymlink(target, blob); err != nil {
 				c.problem(brel, ppath, "%v", err)
 			}
 		}

@@ -74,9 +74,9 @@ type fsys struct {
 	keys *crypto.VolumeKeys
 	root *backing.Dir // the backing folder; everything is reached from it
 	dev  uint64       // its device, mixed into inode numbers as loopback does
-	log    *logrus.Entry
-	euid   uint32
-	egid   uint32
+	log  *logrus.Entry
+	euid uint32
+	egid uint32
 
 	attrTimeout time.Duration // also for SETATTR replies, see Setattr
 

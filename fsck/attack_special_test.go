@@ -29,12 +29,13 @@ var nodeKinds = []struct {
 func TestPlantedNodes(t *testing.T) {
 	places := []struct {
 		name string
-		at   func(l layout, sidecar string) string
-		want string
+		at   func(t *testing.T, l layout) string
+		want string // besides the type
 	}{
-		{"directory IV", func(l layout, _ string) string { return filepath.Join(l.dir, crypto.DirIVName) }, "directory IV: unexpected "},
-		{"long-name sidecar", func(_ layout, sidecar string) string { return sidecar }, "long-name sidecar: unexpected "},
-		{"volume header", func(l layout, _ string) string { return filepath.Join(l.root, crypto.HeaderName) }, "unexpected "},
+		{"directory IV", func(_ *testing.T, l layout) string { return filepath.Join(l.dir, crypto.DirIVName) }, "directory IV: "},
+		{"long-name sidecar", addLongName, "long-name sidecar: "},
+		{"long symlink target", addLongTarget, "symlink: target file " + crypto.LongTargetPrefix},
+		{"volume header", func(_ *testing.T, l layout) string { return filepath.Join(l.root, crypto.HeaderName) }, crypto.HeaderName},
 	}
 	for _, kind := range nodeKinds {
 		for _, place := range places {
@@ -43,11 +44,11 @@ func TestPlantedNodes(t *testing.T) {
 					requireRoot(t)
 				}
 				keys, l := writeTree(t)
-				p := place.at(l, addLongName(t, l))
+				p := place.at(t, l)
 				replace(t, p, func(p string) error { return unix.Mknod(p, kind.mode|0o600, kind.dev) })
 				seen := watchOpens(t, filepath.Dir(p))
 				_, ps := checkWithin(t, keys, l.root, p)
-				wantProblem(t, ps, place.want+kind.what+" in the backing folder")
+				wantProblem(t, ps, place.want, "unexpected "+kind.what+" in the backing folder")
 				notOpened(t, seen, p)
 			})
 		}

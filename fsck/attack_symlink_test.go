@@ -15,29 +15,30 @@ import (
 func TestPlantedSymlinks(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		at     func(l layout, sidecar string) string // the entry replaced
+		at     func(t *testing.T, l layout) string // the entry replaced
 		target func(o *outsideDir) string
-		want   string
+		want   []string
 	}{
-		{"file (last component)", func(l layout, _ string) string { return l.file },
-			func(o *outsideDir) string { return o.fifo }, "symlink target"},
-		{"directory (intermediate component)", func(l layout, _ string) string { return l.dir },
-			func(o *outsideDir) string { return o.dir }, "symlink target"},
-		{"directory IV", func(l layout, _ string) string { return filepath.Join(l.dir, crypto.DirIVName) },
-			func(o *outsideDir) string { return o.fifo }, "directory IV: unexpected symlink"},
-		{"long-name sidecar", func(_ layout, sidecar string) string { return sidecar },
-			func(o *outsideDir) string { return o.fifo }, "long-name sidecar: unexpected symlink"},
-		{"volume header", func(l layout, _ string) string { return filepath.Join(l.root, crypto.HeaderName) },
-			func(o *outsideDir) string { return o.fifo }, "unexpected symlink"},
+		{"file (last component)", func(_ *testing.T, l layout) string { return l.file },
+			func(o *outsideDir) string { return o.fifo }, []string{"symlink target"}},
+		{"directory (intermediate component)", func(_ *testing.T, l layout) string { return l.dir },
+			func(o *outsideDir) string { return o.dir }, []string{"symlink target"}},
+		{"directory IV", func(_ *testing.T, l layout) string { return filepath.Join(l.dir, crypto.DirIVName) },
+			func(o *outsideDir) string { return o.fifo }, []string{"directory IV: unexpected symlink"}},
+		{"long-name sidecar", addLongName,
+			func(o *outsideDir) string { return o.fifo }, []string{"long-name sidecar: unexpected symlink"}},
+		{"long symlink target", addLongTarget,
+			func(o *outsideDir) string { return o.fifo }, []string{"symlink: target file " + crypto.LongTargetPrefix, "unexpected symlink"}},
+		{"volume header", func(_ *testing.T, l layout) string { return filepath.Join(l.root, crypto.HeaderName) },
+			func(o *outsideDir) string { return o.fifo }, []string{crypto.HeaderName, "unexpected symlink"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			keys, l := writeTree(t)
-			sidecar := addLongName(t, l)
 			o := newOutside(t)
 			target := tc.target(o)
-			replace(t, tc.at(l, sidecar), func(p string) error { return os.Symlink(target, p) })
+			replace(t, tc.at(t, l), func(p string) error { return os.Symlink(target, p) })
 			_, ps := checkWithin(t, keys, l.root, o.fifos...)
-			wantProblem(t, ps, tc.want)
+			wantProblem(t, ps, tc.want...)
 			o.untouched(t)
 		})
 	}

@@ -12,9 +12,10 @@ import (
 )
 
 // deepTree is a valid encrypted tree depth directories deep, with a file
-// of two blocks at the bottom. Its backing path is about 45 KiB, far past
-// PATH_MAX, so it is written one directory descriptor at a time, as the
-// checker must read it. (Through a mount: see TestTreeMadeThroughMount.)
+// of two blocks at the bottom. Its names are long, so its backing path is
+// about 45 KiB, far past PATH_MAX: it is written one directory descriptor
+// at a time, as the checker must read it. TestTreeMadeThroughMount makes a
+// tree as deep through a mount.
 type deepTree struct {
 	root   string
 	keys   *crypto.VolumeKeys

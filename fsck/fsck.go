@@ -23,11 +23,6 @@ import (
 	"github.com/securevol/securevol/crypto"
 )
 
-// maxSidecarSize is the longest long-name sidecar securevol writes: the
-// base64url (unpadded) form of the longest sealed name, 255 bytes padded to
-// 256. Anything longer is planted, and is refused before it is read.
-const maxSidecarSize = (256*8 + 5) / 6
-
 // xattrMax is Linux's limit on both an attribute's value and the list of
 // a file's attribute names (XATTR_SIZE_MAX, XATTR_LIST_MAX): one buffer of
 // this size always suffices.
@@ -52,6 +47,7 @@ type Report struct {
 }
 
 type checker struct {
+	root   *backing.Dir // for long symlink targets
 	keys   *crypto.VolumeKeys
 	report func(Problem)
 	rep    Report
@@ -69,7 +65,7 @@ func Check(root string, keys *crypto.VolumeKeys, report func(Problem)) (Report, 
 		return Report{}, err
 	}
 	defer d.Close()
-	c := &checker{keys: keys, report: report,
+	c := &checker{root: d, keys: keys, report: report,
 		buf:   make([]byte, crypto.CipherBlockSize),
 		plain: make([]byte, 0, crypto.BlockSize),
 		xbuf:  make([]byte, xattrMax)}
@@ -82,21 +78,12 @@ func (c *checker) problem(rel, plain, format string, args ...any) {
 	c.report(Problem{Backing: "/" + rel, Plain: plain, What: fmt.Sprintf(format, args...)})
 }
 
-// readDirIV reads the IV of directory d.
-func readDirIV(d *backing.Dir) ([]byte, error) {
-	iv, err := d.ReadSmall(crypto.DirIVName, crypto.DirIVSize)
-	if err == nil && len(iv) != crypto.DirIVSize {
-		err = fmt.Errorf("%d bytes: %w", len(iv), crypto.ErrAuth)
-	}
-	return iv, err
-}
-
 // dir checks directory d (stored at rel, shown at plain) and everything
 // below it. Each level holds one descriptor while its children are walked.
 func (c *checker) dir(d *backing.Dir, rel, plain string) error {
 	c.rep.Dirs++
 	c.xattrs(d.Fd(), rel, plain)
-	iv, err := readDirIV(d)
+	iv, err := backing.ReadDirIV(d)
 	if err != nil {
 		c.problem(rel, plain, "directory IV: %s", describe(d, crypto.DirIVName, err))
 		return nil // names below cannot be checked
@@ -181,15 +168,9 @@ func (c *checker) internal(name, rel, plain string, typ uint32, present map[stri
 func (c *checker) plainName(d *backing.Dir, name, rel, plain string, iv []byte) (string, bool) {
 	encoded := name
 	if crypto.IsLongName(name) {
-		sidecar := crypto.LongNameSidecar(name)
-		b, err := d.ReadSmall(sidecar, maxSidecarSize)
-		if err != nil {
-			c.problem(rel, plain, "long-name sidecar: %s", describe(d, sidecar, err))
-			return "", false
-		}
-		encoded = string(b)
-		if err := crypto.CheckLongName(name, encoded); err != nil {
-			c.problem(rel, plain, "%v", err)
+		var err error
+		if encoded, err = backing.ReadLongName(d, name); err != nil {
+			c.problem(rel, plain, "long-name sidecar: %s", describe(d, crypto.LongNameSidecar(name), err))
 			return "", false
 		}
 	}
@@ -203,12 +184,12 @@ func (c *checker) plainName(d *backing.Dir, name, rel, plain string, iv []byte) 
 
 func (c *checker) symlink(d *backing.Dir, name, rel, plain string) {
 	c.rep.Symlinks++
-	target, err := d.Readlink(name)
+	stored, blob, err := backing.ReadSymlink(c.root, d, name)
 	if err != nil {
-		c.problem(rel, plain, "symlink: %s", describe(d, name, err))
+		c.problem(rel, plain, "symlink: %s", c.describeSymlink(d, name, stored, err))
 		return
 	}
-	if _, err := c.keys.OpenSymlink(target); err != nil {
+	if _, err := c.keys.OpenSymlink(stored, blob); err != nil {
 		c.problem(rel, plain, "%v", err)
 	}
 }
@@ -293,6 +274,15 @@ func (c *checker) xattrs(fd int, rel, plain string) {
 			c.problem(rel, plain, "%v", err)
 		}
 	}
+}
+
+// describeSymlink says why the symlink name in d, or the long target file
+// in the root that it refers to (stored), could not be read.
+func (c *checker) describeSymlink(d *backing.Dir, name, stored string, err error) string {
+	if stored == "" {
+		return describe(d, name, err)
+	}
+	return "target file " + stored + ": " + describe(c.root, stored, err)
 }
 
 // describe says why name in d could not be used: for a wrong type, which

@@ -170,6 +170,35 @@ func addLongName(t *testing.T, l layout) string {
 	return sidecar
 }
 
+// addLongTarget adds a symlink to l.root whose target (PATH_MAX-1 bytes)
+// is sealed into a file of the root. It returns that file.
+func addLongTarget(t *testing.T, l layout) string {
+	t.Helper()
+	iv, err := crypto.ReadDirIV(l.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, blob, err := l.keys.SealSymlink(strings.Repeat("t/", crypto.MaxSymlinkLen/2) + "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if blob == nil {
+		t.Fatal("a PATH_MAX-1 target was stored inline")
+	}
+	file := filepath.Join(l.root, stored)
+	if err := os.WriteFile(file, blob, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	enc, err := l.keys.EncryptName("long link", iv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(stored, filepath.Join(l.root, enc)); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
 // replace removes the entry at p (a directory with its contents) and runs plant to put something else in
 // its place.
 func replace(t *testing.T, p string, plant func(p string) error) {

@@ -16,12 +16,6 @@ import (
 	"github.com/securevol/securevol/internal/testenv"
 )
 
-// mountDepth is how deep TestTreeMadeThroughMount nests directories. The
-// mount today hands cryptfs's whole backing path to one system call, which
-// fails near depth 177 (PATH_MAX); deepTreeDepth is checked on a tree
-// written directly.
-const mountDepth = 150
-
 // mountTree initialises a backing folder, mounts it, runs fill on the
 // plaintext and unmounts it, so the tree holds exactly what cryptfs
 // writes.
@@ -71,7 +65,7 @@ func mountTree(t *testing.T, fill func(mnt string)) (backingDir string, keys *cr
 func TestTreeMadeThroughMount(t *testing.T) {
 	root, keys := mountTree(t, func(mnt string) {
 		deep := mnt
-		for range mountDepth {
+		for range deepTreeDepth {
 			deep = filepath.Join(deep, "d")
 		}
 		must(t, os.MkdirAll(deep, 0o755))
@@ -89,7 +83,7 @@ func TestTreeMadeThroughMount(t *testing.T) {
 	if len(ps) != 0 {
 		t.Fatalf("problems in a tree made through the mount: %v", ps)
 	}
-	want := Report{Dirs: mountDepth + 1, Files: 3, Symlinks: 1, Specials: 2, Blocks: 4 + 1}
+	want := Report{Dirs: deepTreeDepth + 1, Files: 3, Symlinks: 1, Specials: 2, Blocks: 4 + 1}
 	if rep != want {
 		t.Fatalf("report %+v, want %+v", rep, want)
 	}

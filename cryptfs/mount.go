@@ -32,6 +32,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
 )
 
@@ -90,7 +91,7 @@ type fsys struct {
 }
 
 // Mount serves the encrypted directory backingDir (already initialised with
-// crypto.InitDir) at mountpoint. The caller unmounts with server.Unmount().
+// backing.InitVolume) at mountpoint. The caller unmounts with server.Unmount().
 func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options) (*fuse.Server, error) {
 	if keys == nil {
 		return nil, fmt.Errorf("mount %s: no keys", backingDir)
@@ -99,7 +100,11 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", backingDir, err)
 	}
-	rootIV, err := crypto.ReadDirIV(dir)
+	var rootIV []byte
+	err = backing.WithRoot(dir, func(root *backing.Dir) (err error) {
+		rootIV, err = backing.ReadDirIV(root)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: not an initialised securevol directory: %w", dir, err)
 	}

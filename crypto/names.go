@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 )
 
@@ -136,28 +134,12 @@ func NewDirIV() ([]byte, error) {
 	return iv, nil
 }
 
-// CreateDirIV writes a fresh DirIVName file into the backing directory dir.
-func CreateDirIV(dir string) error {
-	iv, err := NewDirIV()
-	if err != nil {
-		return err
+// ParseDirIV checks the contents of a DirIVName file and returns the IV.
+func ParseDirIV(b []byte) ([]byte, error) {
+	if len(b) != DirIVSize {
+		return nil, fmt.Errorf("directory IV: %d bytes, want %d: %w", len(b), DirIVSize, ErrAuth)
 	}
-	return writeFileAtomic(filepath.Join(dir, DirIVName), iv, 0o444)
-}
-
-// ReadDirIV reads the IV of the backing directory dir.
-func ReadDirIV(dir string) ([]byte, error) {
-	f, err := os.Open(filepath.Join(dir, DirIVName))
-	if err != nil {
-		return nil, fmt.Errorf("directory IV: %w", err)
-	}
-	defer f.Close()
-	iv := make([]byte, DirIVSize+1)
-	n, _ := io.ReadFull(f, iv)
-	if n != DirIVSize {
-		return nil, fmt.Errorf("directory IV %s: %d bytes: %w", filepath.Join(dir, DirIVName), n, ErrAuth)
-	}
-	return iv[:DirIVSize], nil
+	return b, nil
 }
 
 var zeroIV = make([]byte, DirIVSize)

@@ -21,6 +21,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
 	"github.com/securevol/securevol/store"
 )
@@ -281,7 +282,6 @@ func (d *Driver) create(name string, opts store.Options) (*store.Volume, error) 
 		return nil, err
 	}
 	labels := optionLabels(opts)
-	labels["name"] = name
 	// The backing root's owner and mode are what the FUSE root shows. They
 	// are set before the header is written: a create cut short after the
 	// header is recovered at the next start, and must come back with them.
@@ -290,7 +290,10 @@ func (d *Driver) create(name string, opts store.Options) (*store.Volume, error) 
 	if err == nil {
 		var unlock func()
 		if unlock, err = d.rlockKeys(); err == nil {
-			_, hdr, err = crypto.InitDir(dir, d.keys[0], labels)
+			err = backing.WithRoot(dir, func(root *backing.Dir) (err error) {
+				hdr, _, err = backing.InitVolume(root, d.keys[0], name, labels)
+				return err
+			})
 			unlock()
 		}
 	}
@@ -341,7 +344,7 @@ func (d *Driver) discard(dir string) error {
 	if err != nil {
 		return err
 	}
-	err = crypto.DestroyKey(dir)
+	err = destroyKey(dir)
 	unlock()
 	if err != nil {
 		return err
@@ -350,6 +353,34 @@ func (d *Driver) discard(dir string) error {
 		return fmt.Errorf("key destroyed (the data is unreadable) but deleting %s failed: %w", dir, err)
 	}
 	return nil
+}
+
+// destroyKey shreds the header of the folder dir. A folder that is gone,
+// or is no directory (a planted symlink), holds no key of ours: only the
+// name is deleted after this.
+func destroyKey(dir string) error {
+	err := backing.WithRoot(dir, backing.DestroyKey)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, backing.ErrNotDir) {
+		return nil
+	}
+	return err
+}
+
+// readHeader reads the header of the backing folder dir; a missing folder
+// counts as one without header.
+func readHeader(dir string) (*crypto.Header, error) {
+	var h *crypto.Header
+	err := backing.WithRoot(dir, func(root *backing.Dir) (err error) {
+		h, err = backing.ReadHeader(root)
+		return err
+	})
+	if errors.Is(err, unix.ENOENT) {
+		err = backing.ErrNoHeader
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	return h, nil
 }
 
 // Remove deletes a volume that no container uses: it marks the record,
@@ -489,7 +520,7 @@ func (d *Driver) watch(name string, lm *liveMount) {
 
 // openKeys unwraps dir's volume key with the first key source that opens it.
 func (d *Driver) openKeys(dir string) (*crypto.VolumeKeys, error) {
-	h, err := crypto.ReadHeader(dir)
+	h, err := readHeader(dir)
 	if err != nil {
 		return nil, err
 	}

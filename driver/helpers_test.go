@@ -10,6 +10,7 @@ import (
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/sirupsen/logrus"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
 	"github.com/securevol/securevol/store"
 )
@@ -122,4 +123,15 @@ func newKey(t testing.TB) (*crypto.MasterKey, []byte) {
 		t.Fatal(err)
 	}
 	return k, raw
+}
+
+// openVolumeAt unwraps the keys of the backing folder dir.
+func openVolumeAt(dir string, ks crypto.KeySource) (*crypto.Header, *crypto.VolumeKeys, error) {
+	var h *crypto.Header
+	var keys *crypto.VolumeKeys
+	err := backing.WithRoot(dir, func(root *backing.Dir) (err error) {
+		h, keys, err = backing.OpenVolume(root, ks)
+		return err
+	})
+	return h, keys, err
 }

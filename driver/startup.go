@@ -11,6 +11,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
 	"github.com/securevol/securevol/store"
 )
@@ -101,8 +102,8 @@ func (d *Driver) reconcile(rep *StartReport) error {
 		if removing[e.Name()] {
 			continue
 		}
-		h, err := crypto.ReadHeader(dir)
-		if errors.Is(err, crypto.ErrNoHeader) {
+		h, err := readHeader(dir)
+		if errors.Is(err, backing.ErrNoHeader) {
 			if onlyInternal(dir) {
 				if err := os.RemoveAll(dir); err == nil {
 					d.log.WithField("folder", dir).Info("deleted the folder of a create that was cut short")
@@ -114,7 +115,7 @@ func (d *Driver) reconcile(rep *StartReport) error {
 			continue
 		}
 		if err != nil {
-			d.problem(rep, "", fmt.Sprintf("%s: %v", dir, err))
+			d.problem(rep, "", err.Error())
 			continue
 		}
 		name := h.Labels["name"]
@@ -254,7 +255,7 @@ func (d *Driver) checkKey(rep *StartReport) {
 		if v.Removing {
 			continue
 		}
-		h, err := crypto.ReadHeader(d.backing(v.ID))
+		h, err := readHeader(d.backing(v.ID))
 		if err != nil {
 			continue
 		}
@@ -285,7 +286,7 @@ func (d *Driver) problem(rep *StartReport, name, msg string) {
 }
 
 // onlyInternal reports whether dir holds nothing but securevol's own
-// bookkeeping (the state of an InitDir that never wrote its header).
+// bookkeeping (the state of an InitVolume that never wrote its header).
 func onlyInternal(dir string) bool {
 	ents, err := os.ReadDir(dir)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
 )
 
@@ -59,7 +60,11 @@ func (c *checker) dir(rel, plain string) error {
 	c.rep.Dirs++
 	abs := filepath.Join(c.root, rel)
 	c.xattrs(rel, plain)
-	iv, err := crypto.ReadDirIV(abs)
+	var iv []byte
+	err := backing.WithRoot(abs, func(d *backing.Dir) (err error) {
+		iv, err = backing.ReadDirIV(d)
+		return err
+	})
 	if err != nil {
 		c.problem(rel, plain, "directory IV: %v", err)
 		return nil // names below cannot be checked

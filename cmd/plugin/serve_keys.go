@@ -17,6 +17,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
 	"github.com/securevol/securevol/store"
 )
@@ -128,7 +129,12 @@ func passphraseKDF(c *serveConfig, st *store.Store) (*crypto.KDFParams, error) {
 	var params *crypto.KDFParams
 	if ents, err := os.ReadDir(filepath.Join(c.stateDir, "volumes")); err == nil {
 		for _, e := range ents {
-			if h, err := crypto.ReadHeader(filepath.Join(c.stateDir, "volumes", e.Name())); err == nil && h.KDF != nil {
+			var h *crypto.Header
+			err := backing.WithRoot(filepath.Join(c.stateDir, "volumes", e.Name()), func(root *backing.Dir) (err error) {
+				h, err = backing.ReadHeader(root)
+				return err
+			})
+			if err == nil && h.KDF != nil {
 				params = h.KDF
 				break
 			}

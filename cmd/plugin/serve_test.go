@@ -25,6 +25,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
 	"github.com/securevol/securevol/store"
 )
@@ -469,7 +470,7 @@ func TestServeKeyRotation(t *testing.T) {
 		t.Fatalf("folders %v", folders)
 	}
 	for _, f := range folders {
-		if _, _, err := crypto.OpenDir(f, crypto.StaticKey{Key: oldKey}); !errors.Is(err, crypto.ErrWrongKey) {
+		if _, err := openVolume(f, crypto.StaticKey{Key: oldKey}); !errors.Is(err, crypto.ErrWrongKey) {
 			t.Errorf("%s: old key after rotation: %v", f, err)
 		}
 	}
@@ -516,7 +517,9 @@ func TestServeFinishesInterruptedRotation(t *testing.T) {
 	newKey, _ := crypto.LoadKeyFile(pending)
 	folders, _ := filepath.Glob(filepath.Join(d.stateDir, "volumes", "*"))
 	// Only the first folder made it before the "crash".
-	if err := crypto.Rewrap(folders[0], crypto.StaticKey{Key: oldKey}, crypto.StaticKey{Key: newKey}); err != nil {
+	if err := backing.WithRoot(folders[0], func(root *backing.Dir) error {
+		return backing.Rewrap(root, crypto.StaticKey{Key: oldKey}, crypto.StaticKey{Key: newKey})
+	}); err != nil {
 		t.Fatal(err)
 	}
 	d.start()
@@ -530,7 +533,7 @@ func TestServeFinishesInterruptedRotation(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	for _, f := range folders {
-		if _, _, err := crypto.OpenDir(f, crypto.StaticKey{Key: newKey}); err != nil {
+		if _, err := openVolume(f, crypto.StaticKey{Key: newKey}); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
 	}
@@ -622,7 +625,7 @@ func TestServeKeySources(t *testing.T) {
 		if len(folders) != 1 {
 			t.Fatal(folders)
 		}
-		if _, _, err := crypto.OpenDir(folders[0], crypto.StaticKey{Key: mk}); err != nil {
+		if _, err := openVolume(folders[0], crypto.StaticKey{Key: mk}); err != nil {
 			t.Fatalf("volume not under the command's key: %v", err)
 		}
 		if strings.Contains(d.logs.String(), hex.EncodeToString(k)) {

@@ -12,6 +12,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/cryptfs"
 	"github.com/securevol/securevol/crypto"
 	"github.com/securevol/securevol/fsck"
@@ -45,6 +46,30 @@ func (k *keyFlags) source() (crypto.KeySource, error) {
 		return crypto.NewPassphrase(pass, nil)
 	}
 	return nil, fmt.Errorf("%w: --key-file or --passphrase-file is required", errUsage)
+}
+
+// openVolume unwraps the keys of the backing folder dir.
+func openVolume(dir string, ks crypto.KeySource) (*crypto.VolumeKeys, error) {
+	var keys *crypto.VolumeKeys
+	err := backing.WithRoot(dir, func(root *backing.Dir) (err error) {
+		_, keys, err = backing.OpenVolume(root, ks)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", dir, keyHint(err))
+	}
+	return keys, nil
+}
+
+// keyHint adds the command-line fix to errors about the kind of key.
+func keyHint(err error) error {
+	switch {
+	case errors.Is(err, crypto.ErrNeedsPassphrase):
+		return fmt.Errorf("%w: open it with --passphrase-file", err)
+	case errors.Is(err, crypto.ErrNeedsRawKey):
+		return fmt.Errorf("%w: open it with --key-file", err)
+	}
+	return err
 }
 
 func newFlagSet(name string) *flag.FlagSet {
@@ -112,9 +137,13 @@ func runInit(args []string) error {
 	if err := os.MkdirAll(rest[0], 0o700); err != nil {
 		return err
 	}
-	_, h, err := crypto.InitDir(rest[0], ks, nil)
-	if err != nil {
+	var h *crypto.Header
+	err = backing.WithRoot(rest[0], func(root *backing.Dir) (err error) {
+		h, _, err = backing.InitVolume(root, ks, "", nil)
 		return err
+	})
+	if err != nil {
+		return fmt.Errorf("init %s: %w", rest[0], keyHint(err))
 	}
 	fmt.Fprintf(os.Stderr, "initialised encrypted directory %s (id %s, format %d)\n", rest[0], h.ID, h.Format)
 	return nil
@@ -144,7 +173,7 @@ func runMount(args []string) error {
 	if maxWrite != 0 && (maxWrite < 64<<10 || maxWrite > 1<<20 || maxWrite%4096 != 0) {
 		return fmt.Errorf("%w: --max-write must be a multiple of 4096 from 65536 to 1048576", errUsage)
 	}
-	keys, _, err := crypto.OpenDir(dir, ks)
+	keys, err := openVolume(dir, ks)
 	if err != nil {
 		return err
 	}
@@ -181,7 +210,7 @@ func runFsck(args []string) error {
 	if err != nil {
 		return err
 	}
-	keys, _, err := crypto.OpenDir(rest[0], ks)
+	keys, err := openVolume(rest[0], ks)
 	if err != nil {
 		return err
 	}

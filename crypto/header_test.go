@@ -2,9 +2,13 @@ package crypto
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 func fastKDF() *KDFParams {
@@ -101,12 +105,12 @@ func TestParseHeaderRejects(t *testing.T) {
 		{"trailing", string(goodJSON) + "SECRETBYTES", ErrMalformedHeader},
 		{"second document", string(goodJSON) + string(goodJSON), ErrMalformedHeader},
 		{"unknown field", edit(`"format"`, `"SECRETBYTES": 1, "format"`), ErrMalformedHeader},
-		{"format", edit(`"format": 1`, `"format": 99`), ErrMalformedHeader},
+		{"format", edit(`"format": 2`, `"format": 99`), ErrMalformedHeader},
 		{"id", edit(`"id": "`+good.ID, `"id": "../SECRETBYTES`), ErrMalformedHeader},
 		{"uppercase id", edit(good.ID, strings.ToUpper(good.ID)), ErrMalformedHeader},
 		{"cipher", edit(ContentCipherName, "SECRETBYTES"), ErrMalformedHeader},
-		{"type", edit(`"format": 1`, `"format": "SECRETBYTES"`), ErrMalformedHeader},
-		{"number", edit(`"format": 1`, `"format": 1234567.5`), ErrMalformedHeader},
+		{"type", edit(`"format": 2`, `"format": "SECRETBYTES"`), ErrMalformedHeader},
+		{"number", edit(`"format": 2`, `"format": 1234567.5`), ErrMalformedHeader},
 		{"time", edit(`"created": "`, `"created": "SECRETBYTES`), ErrMalformedHeader},
 		{"short key", edit(`"wrapped_key": "`, `"wrapped_key": "AAAA`), ErrMalformedHeader},
 		{"too large", string(goodJSON) + strings.Repeat(" ", MaxHeaderSize), ErrHeaderTooLarge},
@@ -120,5 +124,123 @@ func TestParseHeaderRejects(t *testing.T) {
 				t.Fatalf("error quotes the input: %v", err)
 			}
 		})
+	}
+}
+
+// Every field of a format 2 header is authenticated: changing the ID or the
+// name breaks the key's unwrapping, changing anything else breaks the MAC.
+func TestHeaderV2Tamper(t *testing.T) {
+	k, _ := RandomMasterKey()
+	ks := StaticKey{k}
+	pass, _ := NewPassphrase([]byte("pw"), fastKDF())
+	for _, tc := range []struct {
+		name   string
+		ks     KeySource
+		change func(h *Header)
+		want   error
+	}{
+		{"id", ks, func(h *Header) { h.ID = strings.Repeat("ab", 16) }, ErrWrongKey},
+		{"name", ks, func(h *Header) { h.Name = "other" }, ErrWrongKey},
+		{"label value", ks, func(h *Header) { h.Labels["uid"] = "0" }, ErrHeaderTampered},
+		{"label added", ks, func(h *Header) { h.Labels["gid"] = "0" }, ErrHeaderTampered},
+		{"labels dropped", ks, func(h *Header) { h.Labels = nil }, ErrHeaderTampered},
+		{"label moved into the key", ks, func(h *Header) { h.Labels = map[string]string{"uid7": ""} }, ErrHeaderTampered},
+		{"created", ks, func(h *Header) { h.Created = h.Created.Add(time.Second) }, ErrHeaderTampered},
+		{"mac", ks, func(h *Header) { h.MAC[0] ^= 1 }, ErrHeaderTampered},
+		{"kdf time", pass, func(h *Header) { h.KDF.Time++ }, ErrWrongKey},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, _, err := NewHeader(tc.ks, "vol", map[string]string{"uid": "7"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.change(h)
+			raw, err := h.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			h2, err := ParseHeader(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := h2.Open(tc.ks); !errors.Is(err, tc.want) {
+				t.Fatalf("Open = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+// v1Header is the format 1 header of the known-answer vector: volume key
+// ramp(0x20, 32) wrapped under master key ramp(0, 32), with a "name" label
+// that nothing authenticates.
+func v1Header(t *testing.T) *Header {
+	t.Helper()
+	wk, _ := hex.DecodeString(wantWrapped)
+	raw := fmt.Sprintf(`{"format":1,"id":%q,"created":"2024-01-02T03:04:05Z","content":%q,"names":%q,"wrapped_key":%q,"labels":{"name":"planted","uid":"0"}}`,
+		kvDirID, ContentCipherName, NameCipherName, base64.StdEncoding.EncodeToString(wk))
+	h, err := ParseHeader([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func TestUpgradeV1(t *testing.T) {
+	mk, _ := NewMasterKey(kvMaster)
+	ks := StaticKey{mk}
+	h := v1Header(t)
+	if h.Authenticated() || h.VolumeName() != "planted" {
+		t.Fatalf("v1 header: authenticated %v, name %q", h.Authenticated(), h.VolumeName())
+	}
+	v1keys, err := h.Open(ks)
+	if err != nil || v1keys.content != newVolumeKeys(kvVolumeKey).content {
+		t.Fatalf("v1 open: %v", err)
+	}
+	other, _ := RandomMasterKey()
+	if _, err := h.Upgrade(StaticKey{other}, "vol", nil); !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("upgrade under a wrong key: %v", err)
+	}
+	nh, err := h.Upgrade(ks, "vol", map[string]string{"uid": "1000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := nh.Marshal()
+	nh, err = ParseHeader(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nh.Format != FormatVersion || nh.ID != h.ID || !nh.Created.Equal(h.Created) || nh.VolumeName() != "vol" || nh.Labels["uid"] != "1000" || !nh.Authenticated() {
+		t.Fatalf("upgraded header: %s", raw)
+	}
+	keys, err := nh.Open(ks)
+	if err != nil || keys.content != v1keys.content {
+		t.Fatalf("the upgraded header opens another volume key: %v", err)
+	}
+	if _, err := nh.Upgrade(ks, "vol", nil); !errors.Is(err, ErrNotV1) {
+		t.Fatalf("second upgrade: %v", err)
+	}
+	// A rotation keeps a v1 header v1 (its name is not known here).
+	rh, changed, err := h.Rewrap(ks, StaticKey{other})
+	if err != nil || !changed || rh.Format != FormatV1 {
+		t.Fatalf("rewrap of v1: %v", err)
+	}
+	if keys, err := rh.Open(StaticKey{other}); err != nil || keys.content != v1keys.content {
+		t.Fatalf("rewrapped v1: %v", err)
+	}
+}
+
+// Two volumes' headers cannot be swapped: each opens only as its own name.
+func TestHeaderNamesDiffer(t *testing.T) {
+	k, _ := RandomMasterKey()
+	ha, _, _ := NewHeader(StaticKey{k}, "a", nil)
+	hb, _, _ := NewHeader(StaticKey{k}, "b", nil)
+	// Graft b's wrapped key and MAC into a's header: it no longer opens.
+	ha.WrappedKey, ha.MAC = hb.WrappedKey, hb.MAC
+	if _, err := ha.Open(StaticKey{k}); !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("grafted key: %v", err)
+	}
+	hb.ID = ha.ID
+	if _, err := hb.Open(StaticKey{k}); !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("b's header with a's ID: %v", err)
 	}
 }

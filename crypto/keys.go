@@ -19,6 +19,7 @@ const (
 	labelNames   = "securevol v1 names"
 	labelXattr   = "securevol v1 xattr"
 	labelMeta    = "securevol v1 meta"
+	labelHeader  = "securevol v2 header"
 )
 
 // hkdfKey derives a KeySize key from secret with HKDF-SHA256.

@@ -467,7 +467,7 @@ func (d *Driver) Mount(r *volume.MountRequest) (*volume.MountResponse, error) {
 // mounted.
 func (d *Driver) attach(v *store.Volume) error {
 	dir := d.backing(v.ID)
-	keys, err := d.openKeys(dir)
+	keys, err := d.openVolume(v)
 	if err != nil {
 		return err
 	}
@@ -518,31 +518,83 @@ func (d *Driver) watch(name string, lm *liveMount) {
 	}
 }
 
-// openKeys unwraps dir's volume key with the first key source that opens it.
-func (d *Driver) openKeys(dir string) (*crypto.VolumeKeys, error) {
-	h, err := readHeader(dir)
+// errKeyMismatch: no master key source opens a volume's header.
+var errKeyMismatch = errors.New("the daemon's master key does not open this volume (was it created under another key, or were its header's ID or name changed?)")
+
+// errWrongFolder: a folder's authenticated name is another volume's.
+var errWrongFolder = errors.New("the backing folder belongs to another volume")
+
+// openVolume unwraps v's volume key with the first key source that opens
+// its folder and checks that the folder is v's: its header's authenticated
+// name must be v's name, so two volumes' folders swapped on disk are
+// refused rather than each showing the other's plaintext. A format 1
+// folder is upgraded to format 2 on the way, under the database's name.
+func (d *Driver) openVolume(v *store.Volume) (*crypto.VolumeKeys, error) {
+	dir := d.backing(v.ID)
+	root, err := backing.OpenRoot(dir)
 	if err != nil {
 		return nil, err
+	}
+	defer root.Close()
+	h, err := backing.ReadHeader(root)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
 	unlock, err := d.rlockKeys()
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
+	ks, keys, err := d.open(h)
+	if err != nil {
+		return nil, err
+	}
+	if !h.Authenticated() {
+		if h, err = d.upgrade(root, h, ks, v); err != nil {
+			return nil, err
+		}
+	}
+	if h.Name != v.Name {
+		return nil, fmt.Errorf("%w: %s holds the volume %q, not %q (folders swapped or copied on disk?); refusing it", errWrongFolder, dir, h.Name, v.Name)
+	}
+	return keys, nil
+}
+
+// open unwraps h with the first key source that opens it. keyMu must be
+// held.
+func (d *Driver) open(h *crypto.Header) (crypto.KeySource, *crypto.VolumeKeys, error) {
 	var firstErr error
 	for _, ks := range d.keys {
 		keys, err := h.Open(ks)
-		if err == nil {
-			return keys, nil
-		}
-		if firstErr == nil {
+		switch {
+		case err == nil:
+			return ks, keys, nil
+		case errors.Is(err, crypto.ErrHeaderTampered):
+			return nil, nil, fmt.Errorf("the master key opens this volume's header, but its name, options or parameters were changed since it was written: %w", err)
+		case firstErr == nil:
 			firstErr = err
 		}
 	}
 	if errors.Is(firstErr, crypto.ErrWrongKey) {
-		return nil, errors.New("the daemon's master key does not open this volume (was it created under another key?)")
+		return nil, nil, errKeyMismatch
 	}
-	return nil, firstErr
+	return nil, nil, firstErr
+}
+
+// upgrade rewrites the format 1 header h of v's folder root as format 2,
+// binding it to v's name and options as the database records them (never
+// to the header's own labels, which nothing authenticates). Only the
+// header changes: format 2 keeps every data key.
+func (d *Driver) upgrade(root *backing.Dir, h *crypto.Header, ks crypto.KeySource, v *store.Volume) (*crypto.Header, error) {
+	nh, err := h.Upgrade(ks, v.Name, optionLabels(v.Options))
+	if err == nil {
+		err = backing.WriteHeader(root, nh)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("upgrading the folder to format %d: %w", crypto.FormatVersion, err)
+	}
+	d.log.WithFields(logrus.Fields{"volume": v.Name, "id": v.ID}).Infof("upgraded the folder from format %d to %d (header only; no data rewritten)", h.Format, nh.Format)
+	return nh, nil
 }
 
 // detachVolume unmounts name if it is mounted. A mount still held by some

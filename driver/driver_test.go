@@ -61,7 +61,7 @@ func TestCreateGetListPath(t *testing.T) {
 	}
 	// The header names the volume, so the database can be rebuilt.
 	h, err := readHeader(e.d.backing(rec.ID))
-	if err != nil || h.Labels["name"] != "data" || h.Labels["uid"] != "1000" || h.Labels["mode"] != "0750" {
+	if err != nil || h.Name != "data" || h.Labels["uid"] != "1000" || h.Labels["mode"] != "0750" {
 		t.Errorf("header labels %v (%v)", h.Labels, err)
 	}
 

@@ -11,8 +11,10 @@ import (
 	"time"
 )
 
-func fastKDF() *KDFParams {
-	return &KDFParams{Algorithm: "argon2id", Salt: ramp(3, 32), Time: 1, MemoryKiB: 64, Threads: 1}
+// floorKDF is the cheapest setting securevol accepts (RFC 9106's second
+// recommendation), with a fixed salt.
+func floorKDF() *KDFParams {
+	return &KDFParams{Algorithm: "argon2id", Salt: ramp(3, 32), Time: MinKDFTime, MemoryKiB: MinKDFMemoryKiB, Threads: 4}
 }
 
 // headerCases are the key sources a header is made and opened with: the
@@ -23,11 +25,11 @@ func headerCases(t *testing.T) []struct {
 } {
 	k1, _ := RandomMasterKey()
 	k2, _ := RandomMasterKey()
-	pass, err := NewPassphrase([]byte("correct horse"), fastKDF())
+	pass, err := NewPassphrase([]byte("correct horse"), floorKDF())
 	if err != nil {
 		t.Fatal(err)
 	}
-	wrongPass, _ := NewPassphrase([]byte("wrong horse"), fastKDF())
+	wrongPass, _ := NewPassphrase([]byte("wrong horse"), floorKDF())
 	return []struct {
 		name          string
 		ks, wrong, to KeySource
@@ -132,7 +134,7 @@ func TestParseHeaderRejects(t *testing.T) {
 func TestHeaderV2Tamper(t *testing.T) {
 	k, _ := RandomMasterKey()
 	ks := StaticKey{k}
-	pass, _ := NewPassphrase([]byte("pw"), fastKDF())
+	pass, _ := NewPassphrase([]byte("pw"), floorKDF())
 	for _, tc := range []struct {
 		name   string
 		ks     KeySource

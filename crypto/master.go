@@ -66,16 +66,31 @@ func DefaultKDFParams() (*KDFParams, error) {
 	return &KDFParams{Algorithm: "argon2id", Salt: salt, Time: 3, MemoryKiB: 64 << 10, Threads: 4}, nil
 }
 
+// KDF bounds. The floor is RFC 9106's second recommended setting (t=3,
+// 64 MiB): weaker parameters, which only a planted or hand-edited header
+// could carry, would make a passphrase cheap to attack offline. The ceiling
+// keeps a planted header from costing more than a few seconds and 1 GiB of
+// memory per derivation.
+const (
+	MinKDFTime      = 3
+	MinKDFMemoryKiB = 64 << 10
+	MaxKDFTime      = 16
+	MaxKDFMemoryKiB = 1 << 20
+	MaxKDFThreads   = 16
+	MinKDFSalt      = 16
+	MaxKDFSalt      = 64
+)
+
 func (p *KDFParams) validate() error {
 	switch {
 	case p.Algorithm != "argon2id":
 		return errors.New("unsupported KDF algorithm (this securevol knows argon2id)")
-	case len(p.Salt) < 16:
-		return errors.New("KDF salt shorter than 16 bytes")
-	case p.Time < 1 || p.MemoryKiB < 8*uint32(max(p.Threads, 1)) || p.Threads < 1:
-		return errors.New("KDF parameters out of range")
-	case p.MemoryKiB > 4<<20 || p.Time > 100:
-		return errors.New("KDF parameters too large (refusing to spend that much memory or time)")
+	case len(p.Salt) < MinKDFSalt || len(p.Salt) > MaxKDFSalt:
+		return fmt.Errorf("KDF salt of %d bytes (want %d to %d)", len(p.Salt), MinKDFSalt, MaxKDFSalt)
+	case p.Time < MinKDFTime || p.MemoryKiB < MinKDFMemoryKiB || p.Threads < 1:
+		return fmt.Errorf("KDF parameters below the floor (t >= %d, m >= %d MiB, p >= 1)", MinKDFTime, MinKDFMemoryKiB>>10)
+	case p.Time > MaxKDFTime || p.MemoryKiB > MaxKDFMemoryKiB || p.Threads > MaxKDFThreads:
+		return fmt.Errorf("KDF parameters above the ceiling (t <= %d, m <= %d MiB, p <= %d): refusing to spend that much time or memory", MaxKDFTime, MaxKDFMemoryKiB>>10, MaxKDFThreads)
 	}
 	return nil
 }

@@ -209,3 +209,53 @@ func TestKeyFiles(t *testing.T) {
 		t.Fatalf("short key: %v", err)
 	}
 }
+
+// aliases returns other strings that Go's lenient base64 decoder reads as
+// the same bytes as enc: the unused low bits of the last character set,
+// and a newline inserted.
+func aliases(t *testing.T, enc string) []string {
+	t.Helper()
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	var out []string
+	if len(enc)%4 != 0 {
+		last := strings.IndexByte(alphabet, enc[len(enc)-1])
+		out = append(out, enc[:len(enc)-1]+string(alphabet[last|1]))
+	}
+	out = append(out, enc[:4]+"\n"+enc[4:], enc+"\r")
+	want, _ := b64.DecodeString(enc)
+	for _, a := range out {
+		if got, err := b64.DecodeString(a); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%q is no alias of %q for the lenient decoder", a, enc)
+		}
+	}
+	return out
+}
+
+// Names, xattr names and symlink targets decode only from their canonical
+// encoding, so two stored entries can never show as the same plaintext.
+func TestCanonicalEncodingOnly(t *testing.T) {
+	keys := testKeys(t)
+	iv := ramp(1, 16)
+	for _, name := range []string{"a", strings.Repeat("b", 16), strings.Repeat("c", 40)} {
+		enc, _ := keys.EncryptName(name, iv)
+		for _, a := range aliases(t, enc) {
+			if _, err := keys.DecryptName(a, iv); !errors.Is(err, ErrBadName) {
+				t.Errorf("name alias %q of %q decoded: %v", a, enc, err)
+			}
+		}
+	}
+	x, _ := keys.EncryptXattrName("user.x")
+	for _, a := range aliases(t, x[len(XattrPrefix):]) {
+		if _, ok := keys.DecryptXattrName(XattrPrefix + a); ok {
+			t.Errorf("xattr name alias %q decoded", a)
+		}
+	}
+	for _, target := range []string{"t", "tt", "ttt"} {
+		s, _ := keys.SealSymlink(target)
+		for _, a := range aliases(t, s) {
+			if _, err := keys.OpenSymlink(a); !errors.Is(err, ErrAuth) {
+				t.Errorf("symlink alias %q opened: %v", a, err)
+			}
+		}
+	}
+}

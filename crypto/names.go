@@ -27,6 +27,18 @@ var ErrBadName = errors.New("invalid name")
 
 var b64 = base64.RawURLEncoding
 
+// decodeCanonical decodes s only if s is the one encoding of its bytes.
+// Go's decoder ignores newlines and, for a final partial group, the unused
+// low bits of the last character; without this check two different stored
+// names could decode, and so decrypt, to the same plaintext name.
+func decodeCanonical(s string) ([]byte, bool) {
+	b, err := b64.DecodeString(s)
+	if err != nil || b64.EncodeToString(b) != s {
+		return nil, false
+	}
+	return b, true
+}
+
 func pad16(b []byte) []byte {
 	n := 16 - len(b)%16
 	out := make([]byte, len(b)+n)
@@ -70,8 +82,8 @@ func (v *VolumeKeys) EncryptName(name string, dirIV []byte) (string, error) {
 
 // DecryptName reverses EncryptName.
 func (v *VolumeKeys) DecryptName(encoded string, dirIV []byte) (string, error) {
-	c, err := b64.DecodeString(encoded)
-	if err != nil || len(c) == 0 || len(c)%16 != 0 || len(c) > 16*2048 {
+	c, ok := decodeCanonical(encoded)
+	if !ok || len(c) == 0 || len(c)%16 != 0 || len(c) > 16*2048 {
 		return "", fmt.Errorf("%w: %q is not an encrypted name", ErrBadName, encoded)
 	}
 	if len(dirIV) != DirIVSize {
@@ -159,8 +171,8 @@ func (v *VolumeKeys) DecryptXattrName(backing string) (name string, ok bool) {
 	if !strings.HasPrefix(backing, XattrPrefix) {
 		return "", false
 	}
-	c, err := b64.DecodeString(backing[len(XattrPrefix):])
-	if err != nil || len(c) == 0 || len(c)%16 != 0 {
+	c, ok := decodeCanonical(backing[len(XattrPrefix):])
+	if !ok || len(c) == 0 || len(c)%16 != 0 {
 		return "", false
 	}
 	p, err := unpad16(v.xnames.Decrypt(zeroIV, c))
@@ -214,8 +226,8 @@ func (v *VolumeKeys) SealSymlink(target string) (string, error) {
 
 // OpenSymlink reverses SealSymlink.
 func (v *VolumeKeys) OpenSymlink(stored string) (string, error) {
-	c, err := b64.DecodeString(stored)
-	if err != nil {
+	c, ok := decodeCanonical(stored)
+	if !ok {
 		return "", fmt.Errorf("symlink target: %w", ErrAuth)
 	}
 	p, err := v.openMeta(c, "symlink")

@@ -131,7 +131,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if err != nil {
 		return 0, toErrno(err)
 	}
-	value, err := n.fsys.keys.OpenXattrValue(attr, sealed[:sz])
+	value, err := n.fsys.keys.OpenXattrValue(attr, sealed[:sz], nil)
 	if err != nil {
 		rel, _ := n.relPath()
 		n.fsys.authFailed("xattr value", rel, err, map[string]any{"xattr": name})
@@ -153,7 +153,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 		return errno
 	}
 	defer p.close()
-	return toErrno(p.set(name, n.fsys.keys.SealXattrValue(attr, data), int(flags)))
+	return toErrno(p.set(name, n.fsys.keys.SealXattrValue(attr, data, nil), int(flags)))
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {

@@ -166,12 +166,51 @@ func TestSymlinkAndXattr(t *testing.T) {
 	if _, ok := keys.DecryptXattrName("user.other"); ok {
 		t.Error("foreign xattr decoded")
 	}
-	v := keys.SealXattrValue("user.mime", []byte("text/plain"))
-	if got, err := keys.OpenXattrValue("user.mime", v); err != nil || string(got) != "text/plain" {
+}
+
+// An xattr value opens only under its own name and entry.
+func TestXattrValueBinding(t *testing.T) {
+	keys := testKeys(t)
+	fileA, fileB := ramp(0x10, FileIDSize), ramp(0x11, FileIDSize)
+	v := keys.SealXattrValue("user.mime", []byte("text/plain"), fileA)
+	if got, err := keys.OpenXattrValue("user.mime", v, fileA); err != nil || string(got) != "text/plain" {
 		t.Fatal("xattr value round trip")
 	}
-	if _, err := keys.OpenXattrValue("user.other", v); err == nil {
-		t.Error("xattr value moved to another name was accepted")
+	for _, tc := range []struct {
+		name  string
+		attr  string
+		entry []byte
+	}{
+		{"other name", "user.other", fileA},
+		{"other file", "user.mime", fileB},
+		{"no entry", "user.mime", nil},
+		{"name and entry run together", "user.mim", append([]byte("e"), fileA...)},
+	} {
+		if _, err := keys.OpenXattrValue(tc.attr, v, tc.entry); !errors.Is(err, ErrAuth) {
+			t.Errorf("%s: value accepted (%v)", tc.name, err)
+		}
+	}
+	// A format 1 value (bound to the name only) opens only on a volume
+	// that format 1 wrote.
+	legacy := keys.sealMeta([]byte("old"), "xattr user.mime")
+	if _, err := keys.OpenXattrValue("user.mime", legacy, fileA); !errors.Is(err, ErrAuth) {
+		t.Error("format 1 value accepted on a format 2 volume")
+	}
+	mk, _ := NewMasterKey(kvMaster)
+	v1, err := v1Header(t).Open(StaticKey{mk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy = v1.sealMeta([]byte("old"), "xattr user.mime")
+	up, _ := v1Header(t).Upgrade(StaticKey{mk}, "vol", nil)
+	upKeys, err := up.Open(StaticKey{mk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []*VolumeKeys{v1, upKeys} {
+		if got, err := k.OpenXattrValue("user.mime", legacy, fileA); err != nil || string(got) != "old" {
+			t.Fatalf("format 1 value on a format 1 or upgraded volume: %v", err)
+		}
 	}
 }
 

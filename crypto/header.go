@@ -74,6 +74,11 @@ type Header struct {
 	// Labels are free-form, non-secret facts (the volume's options), used
 	// to rebuild the metadata database from the folders alone.
 	Labels map[string]string `json:"labels,omitempty"`
+	// UpgradedFrom is the format a format 2 header was upgraded from (1),
+	// or 0. An upgraded volume may hold extended-attribute values sealed
+	// the format 1 way (bound to the attribute name only), which it
+	// therefore still accepts; see VolumeKeys.OpenXattrValue.
+	UpgradedFrom int `json:"upgraded_from,omitempty"`
 	// MAC authenticates every other field (format 2): HMAC-SHA256 under a
 	// key derived from the volume key, so only a holder of the master key
 	// can write a header that opens without ErrHeaderTampered.
@@ -144,12 +149,14 @@ func (h *Header) Marshal() ([]byte, error) {
 
 func (h *Header) validate() error {
 	switch {
-	case h.Format == FormatV1 && (h.Name != "" || h.MAC != nil):
+	case h.Format == FormatV1 && (h.Name != "" || h.MAC != nil || h.UpgradedFrom != 0):
 		return fmt.Errorf("%w: a format 1 header with format 2 fields", ErrMalformedHeader)
 	case h.Format == FormatVersion && len(h.MAC) != sha256.Size:
 		return fmt.Errorf("%w: the header's authentication tag is %d bytes, want %d", ErrMalformedHeader, len(h.MAC), sha256.Size)
 	case h.Format != FormatV1 && h.Format != FormatVersion:
 		return fmt.Errorf("%w: format %d is not supported by this securevol (supports %d and %d)", ErrMalformedHeader, h.Format, FormatV1, FormatVersion)
+	case h.UpgradedFrom != 0 && h.UpgradedFrom != FormatV1:
+		return fmt.Errorf("%w: upgraded from unknown format %d", ErrMalformedHeader, h.UpgradedFrom)
 	}
 	if b, err := hex.DecodeString(h.ID); err != nil || len(b) != 16 || hex.EncodeToString(b) != h.ID {
 		return fmt.Errorf("%w: the directory ID is not 32 lowercase hex digits", ErrMalformedHeader)
@@ -262,6 +269,7 @@ func (h *Header) macInput() []byte {
 		labels = appendLP(labels, []byte(h.Labels[k]))
 	}
 	b = appendLP(b, labels)
+	b = appendLP(b, []byte(strconv.Itoa(h.UpgradedFrom)))
 	return appendLP(b, h.WrappedKey)
 }
 
@@ -302,7 +310,9 @@ func (h *Header) Open(ks KeySource) (*VolumeKeys, error) {
 		return nil, err
 	}
 	defer clear(vk)
-	return newVolumeKeys(vk), nil
+	keys := newVolumeKeys(vk)
+	keys.v1Xattrs = h.Format == FormatV1 || h.UpgradedFrom == FormatV1
+	return keys, nil
 }
 
 func (h *Header) volumeKey(ks KeySource) ([]byte, error) {
@@ -382,7 +392,7 @@ func (h *Header) Upgrade(ks KeySource, name string, labels map[string]string) (*
 	}
 	defer clear(vk)
 	nh := h.clone()
-	nh.Format, nh.Name, nh.Labels = FormatVersion, name, maps.Clone(labels)
+	nh.Format, nh.Name, nh.Labels, nh.UpgradedFrom = FormatVersion, name, maps.Clone(labels), h.Format
 	if err := nh.seal(mk, vk); err != nil {
 		return nil, err
 	}

@@ -50,6 +50,9 @@ type VolumeKeys struct {
 	names   *eme.EMECipher
 	xnames  *eme.EMECipher // xattr names: EME with a fixed tweak
 	meta    cipher.AEAD    // symlink targets and xattr values
+	// v1Xattrs: the volume was written by format 1, whose xattr values are
+	// bound to their attribute name only; OpenXattrValue accepts those.
+	v1Xattrs bool
 }
 
 func newVolumeKeys(volumeKey []byte) *VolumeKeys {

@@ -35,6 +35,7 @@ var (
 	kvBlockNon  = ramp(0x60, 12)
 	kvDirIV     = ramp(0x70, 16)
 	kvPlain     = []byte("securevol block test vector")
+	kvMetaNonce = ramp(0x90, 12)
 )
 
 // Format 1 vectors (a format 1 header still opens, and is upgraded).
@@ -77,7 +78,7 @@ var (
 
 const (
 	wantWrappedV2 = "404142434445464748494a4bc4866075b80eb6fd2e9c4c465491f58e5b8225f7f5473dae6f844b85f7170ae05a0477eea2b2dc54b84ddfe6c12aada8"
-	wantMAC       = "e11bf13be5e6149a77869bcce89552355c50765c92b465bac03fbd1d600db406"
+	wantMAC       = "847890a6aaae2e947c61d813dabb498769b02fc8b395300cc942742e9c92606f"
 )
 
 func kvHeaderV2() *Header {
@@ -108,7 +109,7 @@ func TestVectorHeaderV2(t *testing.T) {
 	kdf := cat(lp([]byte("argon2id")), lp(kvSalt), lp([]byte("3")), lp([]byte("65536")), lp([]byte("4")))
 	labels := cat(lp([]byte("mode")), lp([]byte("0750")), lp([]byte("uid")), lp([]byte("1000")))
 	msg := cat([]byte("securevol v2 header"), lp([]byte("2")), lp([]byte(kvDirID)), lp([]byte("2024-01-02T03:04:05Z")),
-		lp([]byte("AES-256-GCM/4096")), lp([]byte("EME-AES-256/base64url")), lp(kdf), lp([]byte(kvName)), lp(labels), lp(wrapped))
+		lp([]byte("AES-256-GCM/4096")), lp([]byte("EME-AES-256/base64url")), lp(kdf), lp([]byte(kvName)), lp(labels), lp([]byte("0")), lp(wrapped))
 	m := hmac.New(sha256.New, stdHKDF(kvVolumeKey, nil, "securevol v2 header"))
 	m.Write(msg)
 	if !bytes.Equal(h.MAC, m.Sum(nil)) {
@@ -157,6 +158,26 @@ func TestVectorName(t *testing.T) {
 	x, err := keys.EncryptXattrName("user.test")
 	if err != nil || x != wantXattr {
 		t.Fatalf("xattr name = %s (%v), want %s", x, err, wantXattr)
+	}
+}
+
+// An xattr value, bound to its name and entry (here a file ID).
+const wantXattrValue = "909192939495969798999a9b3574f0d3bfa59028369c43e1c33b964942f5997f37867d5ad431"
+
+func TestVectorXattrValue(t *testing.T) {
+	keys := newVolumeKeys(kvVolumeKey)
+	sealed := keys.sealMetaNonce([]byte("text/plain"), xattrAD("user.mime", kvFileID), kvMetaNonce)
+	if got := hex.EncodeToString(sealed); got != wantXattrValue {
+		t.Errorf("xattr value = %s, want %s", got, wantXattrValue)
+	}
+	ad := append(binary.BigEndian.AppendUint32([]byte("xattr "), 9), "user.mime"...)
+	ad = append(ad, kvFileID...)
+	metaKey := stdHKDF(kvVolumeKey, nil, "securevol v1 meta")
+	if want := stdGCM(metaKey).Seal(append([]byte(nil), kvMetaNonce...), kvMetaNonce, []byte("text/plain"), ad); !bytes.Equal(sealed, want) {
+		t.Fatal("xattr value differs from the documented construction")
+	}
+	if got, err := keys.OpenXattrValue("user.mime", sealed, kvFileID); err != nil || string(got) != "text/plain" {
+		t.Fatalf("open: %v", err)
 	}
 }
 

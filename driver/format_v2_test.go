@@ -19,6 +19,7 @@ import (
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
 	"golang.org/x/crypto/hkdf"
+	"golang.org/x/sys/unix"
 
 	"github.com/securevol/securevol/crypto"
 	"github.com/securevol/securevol/internal/testenv"
@@ -37,11 +38,7 @@ func writeV1Folder(t *testing.T, dir string, master []byte, content []byte) {
 		rand.Read(b)
 	}
 	id := hex.EncodeToString(idb)
-	kek := make([]byte, 32)
-	io.ReadFull(hkdf.New(sha256.New, master, nil, []byte("securevol v1 wrap")), kek)
-	blk, _ := aes.NewCipher(kek)
-	gcm, _ := cipher.NewGCM(blk)
-	wrapped := gcm.Seal(append([]byte(nil), nonce...), nonce, vk, []byte("securevol v1 volume key "+id))
+	wrapped := stdGCM(stdHKDF(master, "securevol v1 wrap")).Seal(append([]byte(nil), nonce...), nonce, vk, []byte("securevol v1 volume key "+id))
 	hdr, _ := json.Marshal(map[string]any{
 		"format": 1, "id": id, "created": "2024-01-02T03:04:05Z", "content": crypto.ContentCipherName,
 		"names": crypto.NameCipherName, "wrapped_key": base64.StdEncoding.EncodeToString(wrapped),
@@ -62,7 +59,24 @@ func writeV1Folder(t *testing.T, dir string, master []byte, content []byte) {
 	enc, _ := keys.EncryptName("hello.txt", iv)
 	fh, fid, _ := crypto.NewFileHeader()
 	fc, _ := keys.FileCipher(fid)
-	mustDo(t, os.WriteFile(filepath.Join(dir, enc), fc.SealBlock(fh, content, 0), 0o644))
+	file := filepath.Join(dir, enc)
+	mustDo(t, os.WriteFile(file, fc.SealBlock(fh, content, 0), 0o644))
+	// An xattr value sealed the format 1 way: bound to its name only.
+	xn, _ := keys.EncryptXattrName("user.v1")
+	val := stdGCM(stdHKDF(vk, "securevol v1 meta")).Seal(append([]byte(nil), nonce...), nonce, []byte("old attr"), []byte("xattr user.v1"))
+	mustDo(t, unix.Setxattr(file, xn, val, 0))
+}
+
+func stdHKDF(secret []byte, label string) []byte {
+	k := make([]byte, 32)
+	io.ReadFull(hkdf.New(sha256.New, secret, nil, []byte(label)), k)
+	return k
+}
+
+func stdGCM(key []byte) cipher.AEAD {
+	blk, _ := aes.NewCipher(key)
+	gcm, _ := cipher.NewGCM(blk)
+	return gcm
 }
 
 func mustDo(t *testing.T, err error) {
@@ -79,7 +93,8 @@ func newFolderID(t *testing.T) string {
 }
 
 // A format 1 folder is upgraded at start under its database name (not its
-// planted label), with no data rewritten: it mounts and reads back.
+// planted label), with no data rewritten: it mounts and reads back, its
+// format 1 xattr value included.
 func TestUpgradeV1Folder(t *testing.T) {
 	testenv.RequireFUSE(t)
 	e := newEnv(t)
@@ -109,6 +124,10 @@ func TestUpgradeV1Folder(t *testing.T) {
 	got, err := os.ReadFile(filepath.Join(mp, "hello.txt"))
 	if err != nil || string(got) != "written by format 1" {
 		t.Fatalf("read back after upgrade: %q, %v", got, err)
+	}
+	x := make([]byte, 64)
+	if n, err := unix.Getxattr(filepath.Join(mp, "hello.txt"), "user.v1", x); err != nil || string(x[:n]) != "old attr" {
+		t.Fatalf("format 1 xattr after upgrade: %q, %v", x[:max(n, 0)], err)
 	}
 	mustDo(t, os.WriteFile(filepath.Join(mp, "new.txt"), []byte("after"), 0o644))
 	e.unmount("legacy", "c1")

@@ -195,7 +195,7 @@ func (c *checker) xattrs(rel, plain string) {
 			c.problem(rel, plain, "xattr %s: %v", pname, err)
 			continue
 		}
-		if _, err := c.keys.OpenXattrValue(pname, val); err != nil {
+		if _, err := c.keys.OpenXattrValue(pname, val, nil); err != nil {
 			c.problem(rel, plain, "%v", err)
 		}
 	}

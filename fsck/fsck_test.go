@@ -59,7 +59,7 @@ func writeTree(t *testing.T) (*crypto.VolumeKeys, layout) {
 		t.Fatal(err)
 	}
 	xn, _ := keys.EncryptXattrName("user.color")
-	if err := unix.Setxattr(file, xn, keys.SealXattrValue("user.color", []byte("blue")), 0); err != nil {
+	if err := unix.Setxattr(file, xn, keys.SealXattrValue("user.color", []byte("blue"), nil), 0); err != nil {
 		t.Fatalf("setxattr (backing fs needs user xattrs): %v", err)
 	}
 	encLink, _ := keys.EncryptName("link", rootIV)

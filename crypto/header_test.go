@@ -175,7 +175,9 @@ func TestHeaderV2Tamper(t *testing.T) {
 // v1Header is the format 1 header of the known-answer vector: volume key
 // ramp(0x20, 32) wrapped under master key ramp(0, 32), with a "name" label
 // that nothing authenticates.
-func v1Header(t *testing.T) *Header {
+func v1Header(t *testing.T) *Header { return v1HeaderFor(t) }
+
+func v1HeaderFor(t testing.TB) *Header {
 	t.Helper()
 	wk, _ := hex.DecodeString(wantWrapped)
 	raw := fmt.Sprintf(`{"format":1,"id":%q,"created":"2024-01-02T03:04:05Z","content":%q,"names":%q,"wrapped_key":%q,"labels":{"name":"planted","uid":"0"}}`,

@@ -17,6 +17,8 @@ var (
 	// ErrTooLarge: a small bookkeeping file (header, IV, sidecar) is larger
 	// than any that securevol writes.
 	ErrTooLarge = wrongType("larger than securevol ever writes")
+	// ErrDamaged: a bookkeeping file has the wrong size.
+	ErrDamaged = wrongType("damaged bookkeeping file")
 	// ErrNotSymlink: a name that must be a symlink is something else.
 	ErrNotSymlink = wrongType("not a symlink")
 )
@@ -29,3 +31,5 @@ func (e *backingError) Error() string { return "backing folder: " + e.msg }
 
 // Is makes every backing error an EIO as well.
 func (e *backingError) Is(target error) bool { return target == unix.EIO }
+
+func isExist(err error) bool { return err == unix.EEXIST }

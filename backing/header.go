@@ -178,29 +178,6 @@ func unlinkNonHeader(root *Dir) error {
 	return fmt.Errorf("destroy key: %w", err)
 }
 
-// ReadDirIV reads the name IV of the backing directory d: a regular file of
-// exactly crypto.DirIVSize bytes.
-func ReadDirIV(d *Dir) ([]byte, error) {
-	b, err := d.ReadSmall(crypto.DirIVName, crypto.DirIVSize)
-	if err != nil {
-		return nil, fmt.Errorf("directory IV: %w", err)
-	}
-	return crypto.ParseDirIV(b)
-}
-
-// CreateDirIV writes a fresh IV into the backing directory d (atomically,
-// mode 0444) and returns it.
-func CreateDirIV(d *Dir) ([]byte, error) {
-	iv, err := crypto.NewDirIV()
-	if err != nil {
-		return nil, err
-	}
-	if err := d.WriteAtomic(crypto.DirIVName, iv, 0o444); err != nil {
-		return nil, fmt.Errorf("directory IV: %w", err)
-	}
-	return iv, nil
-}
-
 // WithRoot opens the backing folder at path (see OpenRoot), runs fn on it
 // and closes it.
 func WithRoot(path string, fn func(root *Dir) error) error {

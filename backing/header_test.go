@@ -152,6 +152,7 @@ func TestReadDirIVSize(t *testing.T) {
 			t.Fatalf("ReadDirIV accepted %d bytes", n)
 		}
 	}
+	mustOK(t, root.Unlink(crypto.DirIVName))
 	iv, err := CreateDirIV(root)
 	mustOK(t, err)
 	got, err := ReadDirIV(root)

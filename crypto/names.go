@@ -19,25 +19,12 @@ const (
 	LongNameSuffix = ".name"    // sidecar holding the full encoded name
 	MaxEncodedName = 255        // longer encoded names are hashed
 	XattrPrefix    = "user.sv." // backing xattr names: user.sv.<encoded>
-	MaxSymlinkLen  = 3040       // plaintext; its sealed base64 form stays under PATH_MAX
 )
 
 // ErrBadName is returned for names that cannot be encrypted or decoded.
 var ErrBadName = errors.New("invalid name")
 
 var b64 = base64.RawURLEncoding
-
-// decodeCanonical decodes s only if s is the one encoding of its bytes.
-// Go's decoder ignores newlines and, for a final partial group, the unused
-// low bits of the last character; without this check two different stored
-// names could decode, and so decrypt, to the same plaintext name.
-func decodeCanonical(s string) ([]byte, bool) {
-	b, err := b64.DecodeString(s)
-	if err != nil || b64.EncodeToString(b) != s {
-		return nil, false
-	}
-	return b, true
-}
 
 func pad16(b []byte) []byte {
 	n := 16 - len(b)%16
@@ -82,8 +69,8 @@ func (v *VolumeKeys) EncryptName(name string, dirIV []byte) (string, error) {
 
 // DecryptName reverses EncryptName.
 func (v *VolumeKeys) DecryptName(encoded string, dirIV []byte) (string, error) {
-	c, ok := decodeCanonical(encoded)
-	if !ok || len(c) == 0 || len(c)%16 != 0 || len(c) > 16*2048 {
+	c, err := decodeStrict(encoded)
+	if err != nil || len(c) == 0 || len(c)%16 != 0 || len(c) > 16*2048 {
 		return "", fmt.Errorf("%w: %q is not an encrypted name", ErrBadName, encoded)
 	}
 	if len(dirIV) != DirIVSize {
@@ -134,6 +121,7 @@ func CheckLongName(backing, encoded string) error {
 // rather than an encrypted entry.
 func IsInternalName(backing string) bool {
 	return backing == DirIVName || backing == HeaderName || strings.HasPrefix(backing, ".tmp-") ||
+		strings.HasPrefix(backing, LongTargetPrefix) ||
 		(strings.HasPrefix(backing, LongNamePrefix) && strings.HasSuffix(backing, LongNameSuffix))
 }
 
@@ -144,14 +132,6 @@ func NewDirIV() ([]byte, error) {
 		return nil, fmt.Errorf("read random: %w", err)
 	}
 	return iv, nil
-}
-
-// ParseDirIV checks the contents of a DirIVName file and returns the IV.
-func ParseDirIV(b []byte) ([]byte, error) {
-	if len(b) != DirIVSize {
-		return nil, fmt.Errorf("directory IV: %d bytes, want %d: %w", len(b), DirIVSize, ErrAuth)
-	}
-	return b, nil
 }
 
 var zeroIV = make([]byte, DirIVSize)
@@ -171,8 +151,8 @@ func (v *VolumeKeys) DecryptXattrName(backing string) (name string, ok bool) {
 	if !strings.HasPrefix(backing, XattrPrefix) {
 		return "", false
 	}
-	c, ok := decodeCanonical(backing[len(XattrPrefix):])
-	if !ok || len(c) == 0 || len(c)%16 != 0 {
+	c, err := decodeStrict(backing[len(XattrPrefix):])
+	if err != nil || len(c) == 0 || len(c)%16 != 0 {
 		return "", false
 	}
 	p, err := unpad16(v.xnames.Decrypt(zeroIV, c))
@@ -235,26 +215,4 @@ func (v *VolumeKeys) OpenXattrValue(name string, sealed, entryID []byte) ([]byte
 		return nil, fmt.Errorf("xattr %q: %w", name, err)
 	}
 	return p, nil
-}
-
-// SealSymlink encrypts a symlink target: AES-256-GCM (meta key), random
-// nonce, base64url. Targets longer than MaxSymlinkLen are refused.
-func (v *VolumeKeys) SealSymlink(target string) (string, error) {
-	if len(target) > MaxSymlinkLen {
-		return "", fmt.Errorf("%w: symlink target longer than %d bytes", ErrBadName, MaxSymlinkLen)
-	}
-	return b64.EncodeToString(v.sealMeta([]byte(target), "symlink")), nil
-}
-
-// OpenSymlink reverses SealSymlink.
-func (v *VolumeKeys) OpenSymlink(stored string) (string, error) {
-	c, ok := decodeCanonical(stored)
-	if !ok {
-		return "", fmt.Errorf("symlink target: %w", ErrAuth)
-	}
-	p, err := v.openMeta(c, "symlink")
-	if err != nil {
-		return "", fmt.Errorf("symlink target: %w", err)
-	}
-	return string(p), nil
 }

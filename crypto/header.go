@@ -61,12 +61,12 @@ var ErrHeaderTooLarge = errors.New("header too large")
 
 // Header is the JSON document stored in HeaderName.
 type Header struct {
-	Format     int        `json:"format"`
-	ID         string     `json:"id"` // 32 hex digits
-	Created    time.Time  `json:"created"`
-	Content    string     `json:"content"`
-	Names      string     `json:"names"`
-	KDF        *KDFParams `json:"kdf,omitempty"`
+	Format  int        `json:"format"`
+	ID      string     `json:"id"` // 32 hex digits
+	Created time.Time  `json:"created"`
+	Content string     `json:"content"`
+	Names   string     `json:"names"`
+	KDF     *KDFParams `json:"kdf,omitempty"`
 	// Name is the volume's name (format 2; empty for folders made outside
 	// the daemon). It is part of the wrapped key's associated data.
 	Name       string `json:"name,omitempty"`

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -237,40 +235,6 @@ func TestXattrValueBinding(t *testing.T) {
 	}
 }
 
-func TestKeyFiles(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "master.key")
-	if err := GenerateKeyFile(path); err != nil {
-		t.Fatal(err)
-	}
-	st, _ := os.Stat(path)
-	if st.Mode().Perm() != 0o600 || st.Size() != KeySize {
-		t.Fatalf("key file mode %v size %d", st.Mode(), st.Size())
-	}
-	before, _ := os.ReadFile(path)
-	if err := GenerateKeyFile(path); err == nil {
-		t.Fatal("existing key file overwritten")
-	}
-	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
-		t.Fatal("key changed")
-	}
-	k, err := LoadKeyFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s := fmt.Sprintf("%v %+v %#v %s", k, k, k, k); strings.Contains(s, fmt.Sprintf("%x", before[:4])) || !strings.Contains(s, "redacted") {
-		t.Fatalf("key leaks through formatting: %s", s)
-	}
-	os.Chmod(path, 0o640)
-	if _, err := LoadKeyFile(path); !errors.Is(err, ErrKeyFilePerms) {
-		t.Fatalf("group-readable key accepted: %v", err)
-	}
-	short := filepath.Join(dir, "short.key")
-	os.WriteFile(short, []byte("abc"), 0o600)
-	if _, err := LoadKeyFile(short); err == nil || !strings.Contains(err.Error(), "securevol key generate") {
-		t.Fatalf("short key: %v", err)
-	}
-}
 
 // aliases returns other strings that Go's lenient base64 decoder reads as
 // the same bytes as enc: the unused low bits of the last character set,

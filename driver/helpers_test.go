@@ -12,6 +12,7 @@ import (
 
 	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
+	"github.com/securevol/securevol/keyfile"
 	"github.com/securevol/securevol/store"
 )
 
@@ -111,14 +112,14 @@ func (e *env) record(name string) *store.Volume {
 func newKey(t testing.TB) (*crypto.MasterKey, []byte) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "master.key")
-	if err := crypto.GenerateKeyFile(path); err != nil {
+	if err := keyfile.GenerateKeyFile(path); err != nil {
 		t.Fatal(err)
 	}
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := crypto.LoadKeyFile(path)
+	k, err := keyfile.LoadKeyFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
+	"github.com/securevol/securevol/keyfile"
 	"github.com/securevol/securevol/store"
 )
 
@@ -44,7 +45,7 @@ const metaKDF = "passphrase-kdf"
 func loadKeys(c *serveConfig, st *store.Store, log *logrus.Entry) (*daemonKeys, error) {
 	switch {
 	case c.passFile != "":
-		pass, err := crypto.ReadPassphraseFile(c.passFile)
+		pass, err := keyfile.ReadPassphraseFile(c.passFile)
 		if err != nil {
 			return nil, err
 		}
@@ -62,7 +63,7 @@ func loadKeys(c *serveConfig, st *store.Store, log *logrus.Entry) (*daemonKeys, 
 		return &daemonKeys{kind: "key command", sources: []crypto.KeySource{crypto.StaticKey{Key: k}}}, nil
 	}
 
-	k, err := crypto.LoadKeyFile(c.keyFile)
+	k, err := keyfile.LoadKeyFile(c.keyFile)
 	if errors.Is(err, os.ErrNotExist) {
 		if n := volumesOnDisk(c.stateDir, st); n > 0 {
 			return nil, fmt.Errorf("key file %s is missing but %s holds %d volumes that only it opens: restore the key file (a new key would open none of them)", c.keyFile, c.stateDir, n)
@@ -70,18 +71,18 @@ func loadKeys(c *serveConfig, st *store.Store, log *logrus.Entry) (*daemonKeys, 
 		if err := os.MkdirAll(filepath.Dir(c.keyFile), 0o700); err != nil {
 			return nil, fmt.Errorf("key file: %w", err)
 		}
-		if err := crypto.GenerateKeyFile(c.keyFile); err != nil {
+		if err := keyfile.GenerateKeyFile(c.keyFile); err != nil {
 			return nil, err
 		}
 		log.WithField("key_file", c.keyFile).Warn("generated a new master key; it sits on the same host as the encrypted data, so anyone who copies both can read the volumes: keep a copy elsewhere (without it the volumes are lost) and consider --key-command or --passphrase-file")
-		k, err = crypto.LoadKeyFile(c.keyFile)
+		k, err = keyfile.LoadKeyFile(c.keyFile)
 	}
 	if err != nil {
 		return nil, err
 	}
 	keys := &daemonKeys{kind: "key file", sources: []crypto.KeySource{crypto.StaticKey{Key: k}}}
 	pending := pendingKeyFile(c.keyFile)
-	nk, err := crypto.LoadKeyFile(pending)
+	nk, err := keyfile.LoadKeyFile(pending)
 	switch {
 	case err == nil:
 		keys.pendingRotation = crypto.StaticKey{Key: nk}

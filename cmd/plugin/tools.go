@@ -16,6 +16,7 @@ import (
 	"github.com/securevol/securevol/cryptfs"
 	"github.com/securevol/securevol/crypto"
 	"github.com/securevol/securevol/fsck"
+	"github.com/securevol/securevol/keyfile"
 )
 
 // keyFlags are the two ways to name a master key on the command line.
@@ -33,13 +34,13 @@ func (k *keyFlags) source() (crypto.KeySource, error) {
 	case k.keyFile != "" && k.passFile != "":
 		return nil, fmt.Errorf("%w: give --key-file or --passphrase-file, not both", errUsage)
 	case k.keyFile != "":
-		mk, err := crypto.LoadKeyFile(k.keyFile)
+		mk, err := keyfile.LoadKeyFile(k.keyFile)
 		if err != nil {
 			return nil, err
 		}
 		return crypto.StaticKey{Key: mk}, nil
 	case k.passFile != "":
-		pass, err := crypto.ReadPassphraseFile(k.passFile)
+		pass, err := keyfile.ReadPassphraseFile(k.passFile)
 		if err != nil {
 			return nil, err
 		}
@@ -56,20 +57,9 @@ func openVolume(dir string, ks crypto.KeySource) (*crypto.VolumeKeys, error) {
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", dir, keyHint(err))
+		return nil, fmt.Errorf("open %s: %w", dir, err)
 	}
 	return keys, nil
-}
-
-// keyHint adds the command-line fix to errors about the kind of key.
-func keyHint(err error) error {
-	switch {
-	case errors.Is(err, crypto.ErrNeedsPassphrase):
-		return fmt.Errorf("%w: open it with --passphrase-file", err)
-	case errors.Is(err, crypto.ErrNeedsRawKey):
-		return fmt.Errorf("%w: open it with --key-file", err)
-	}
-	return err
 }
 
 func newFlagSet(name string) *flag.FlagSet {
@@ -118,7 +108,7 @@ func runKey(args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := crypto.GenerateKeyFile(rest[0]); err != nil {
+		if err := keyfile.GenerateKeyFile(rest[0]); err != nil {
 			return fmt.Errorf("%w (an existing key is never overwritten)", err)
 		}
 		fmt.Fprintf(os.Stderr, "wrote a new master key to %s (mode 0600): back it up; without it the data cannot be read\n", rest[0])
@@ -143,7 +133,7 @@ func runInit(args []string) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("init %s: %w", rest[0], keyHint(err))
+		return fmt.Errorf("init %s: %w", rest[0], err)
 	}
 	fmt.Fprintf(os.Stderr, "initialised encrypted directory %s (id %s, format %d)\n", rest[0], h.ID, h.Format)
 	return nil

@@ -9,10 +9,9 @@ import (
 	"github.com/securevol/securevol/crypto"
 )
 
-// The format's own files in a backing folder: the header (crypto.HeaderName)
-// at the top, and a directory IV (crypto.DirIVName) in every directory.
-// crypto holds the pure encoding; this file reads and writes them, with the
-// same care as every other access here.
+// The header (crypto.HeaderName) at the top of a backing folder: crypto
+// holds its pure encoding and keys; this file reads, writes and destroys it
+// with the same care as every other access here.
 
 // ErrNoHeader means the folder is not (or no longer) a securevol directory.
 var ErrNoHeader = errors.New("not a securevol directory (no " + crypto.HeaderName + ")")

@@ -235,7 +235,6 @@ func TestXattrValueBinding(t *testing.T) {
 	}
 }
 
-
 // aliases returns other strings that Go's lenient base64 decoder reads as
 // the same bytes as enc: the unused low bits of the last character set,
 // and a newline inserted.

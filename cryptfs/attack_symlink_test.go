@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/securevol/securevol/internal/attacktest"
 )
 
 // symlinkAttack is one operation that takes a path, run through the mount
@@ -161,14 +163,14 @@ func runSymlinkAttack(t *testing.T, a symlinkAttack, intermediate, offline bool)
 		plant()
 	}
 
-	before := snapshotTree(t, outside)
-	w := watchTree(t, outside)
+	before := attacktest.Snapshot(t, outside)
+	w := attacktest.WatchTree(t, outside)
 	var seen string
-	err := within(opDeadline, func() (err error) { seen, err = a.run(m); return err })
-	events := w.events()
-	changed := before.diff(snapshotTree(t, outside))
+	err := attacktest.Within(func() (err error) { seen, err = a.run(m); return err })
+	events := w.Events()
+	changed := before.Diff(attacktest.Snapshot(t, outside))
 	t.Logf("%s through the mount: %v", a.op, err)
-	if err == errHung {
+	if err == attacktest.ErrHung {
 		t.Errorf("%s hung", a.op)
 	}
 	if len(changed) > 0 {

@@ -65,7 +65,9 @@ func scratchLoop(t *testing.T) (uint64, func() string) {
 	return st.Rdev, check
 }
 
-// newExt4 makes an ext4 file system in a 64 MiB image, mounts it nodev
+// newExt4 makes an ext4 file system in a 64 MiB image (with 4 KiB blocks
+// like a real disk: a small image would get 1 KiB blocks and 1023-byte
+// symlink targets at most), mounts it nodev
 // like the FUSE mount, and returns the mountpoint; it is unmounted when
 // the test ends.
 func newExt4(t testing.TB) string {
@@ -78,7 +80,7 @@ func newExt4(t testing.TB) string {
 	if err := os.Truncate(img, 64<<20); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img).CombinedOutput(); err != nil {
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-b", "4096", "-I", "256", img).CombinedOutput(); err != nil {
 		testenv.Missing(t, fmt.Sprintf("mkfs.ext4: %v: %s", err, out))
 	}
 	dev := attachLoop(t, img)

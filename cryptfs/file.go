@@ -43,7 +43,36 @@ const (
 type fileHandle struct {
 	fd  int
 	rel string
+	// syncMode caches whether fd writes synchronously (O_SYNC or
+	// O_DSYNC): 0 not known yet, 1 no, 2 yes.
+	syncMode atomic.Int32
 }
+
+// writesSync reports whether each write through h reaches the disk before
+// it returns, as if followed by an fsync.
+func (h *fileHandle) writesSync() bool {
+	if m := h.syncMode.Load(); m != 0 {
+		return m == 2
+	}
+	fl, err := unix.FcntlInt(uintptr(h.fd), unix.F_GETFL, 0)
+	s := err == nil && fl&unix.O_DSYNC != 0 // O_SYNC includes O_DSYNC
+	if s {
+		h.syncMode.Store(2)
+	} else {
+		h.syncMode.Store(1)
+	}
+	return s
+}
+
+// markSyncedLocked records that everything the file holds now has reached
+// the disk. Callers hold cmu for writing.
+func (n *node) markSyncedLocked() {
+	n.synced.Store(max(n.synced.Load(), n.size.Load()))
+}
+
+// keeps reports whether block b may hold data that must survive a crash
+// (see node.synced).
+func (n *node) keeps(b int64) bool { return b*bs < n.synced.Load() }
 
 var (
 	_ = (fs.NodeReader)((*node)(nil))
@@ -99,8 +128,11 @@ func parallel(n, bytes int, fn func(lo, hi int)) {
 	wg.Wait()
 }
 
-// readCipher returns the file's cipher, reading the header on first use;
-// nil for an empty file. Callers hold cmu (either mode).
+// readCipher returns the file's cipher, loading it on first use
+// (openContent, which also repairs what an interrupted operation left);
+// nil for an empty file. Callers hold cmu (either mode). While fc is not
+// loaded, readers wait here for hmu and writers are locked out by cmu, so
+// a repair has the file to itself.
 func (n *node) readCipher(h *fileHandle) (*crypto.FileCipher, syscall.Errno) {
 	if fc := n.fc.Load(); fc != nil {
 		return fc, 0
@@ -110,46 +142,26 @@ func (n *node) readCipher(h *fileHandle) (*crypto.FileCipher, syscall.Errno) {
 	if fc := n.fc.Load(); fc != nil {
 		return fc, 0
 	}
-	var hdr [crypto.FileHeaderSize]byte
-	k, err := preadFull(h.fd, hdr[:], 0)
-	if err != nil {
-		return nil, toErrno(err)
+	fc, size, errno := n.openContent(h)
+	if errno != 0 {
+		return nil, errno
 	}
-	if k == 0 {
-		return nil, 0
+	n.size.Store(size)
+	n.synced.Store(size)
+	if fc != nil {
+		n.fc.Store(fc)
 	}
-	id, err := crypto.ParseFileHeader(hdr[:k])
-	if err != nil {
-		n.fsys.authFailed("file header", h.rel, err, nil)
-		return nil, syscall.EIO
-	}
-	fc, err := n.fsys.keys.FileCipher(id)
-	if err != nil {
-		return nil, syscall.EIO
-	}
-	n.fc.Store(fc)
 	return fc, 0
 }
 
-// loadLocked makes sure size is known and, for a non-empty backing file,
-// the cipher. Callers hold cmu for writing.
+// loadLocked makes sure size is known and, for a non-empty file, the
+// cipher. Callers hold cmu for writing.
 func (n *node) loadLocked(h *fileHandle) syscall.Errno {
 	if n.size.Load() >= 0 && (n.fc.Load() != nil || n.size.Load() == 0) {
 		return 0
 	}
-	var st unix.Statx_t
-	if err := fstatx(h.fd, &st); err != nil {
-		return toErrno(err)
-	}
-	if st.Size > 0 {
-		if _, errno := n.readCipher(h); errno != 0 {
-			return errno
-		}
-	}
-	if n.size.Load() < 0 {
-		n.size.Store(int64(crypto.PlainSize(st.Size)))
-	}
-	return 0
+	_, errno := n.readCipher(h)
+	return errno
 }
 
 // ensureHeaderLocked writes the header of an empty file: files get theirs
@@ -163,6 +175,7 @@ func (n *node) ensureHeaderLocked(h *fileHandle) syscall.Errno {
 		n.dropHeaderLocked(h)
 		return toErrno(err)
 	}
+	n.rebindXattrs(h.fd, nil, n.fc.Load().ID())
 	return 0
 }
 
@@ -344,9 +357,10 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 	} else if errno := n.ensureHeaderLocked(h); errno != 0 {
 		return 0, errno
 	}
-	if off > size {
-		// A hole: complete the old last block, the rest stays sparse.
-		if errno := n.extendLocked(h, off); errno != 0 {
+	if to := off / bs * bs; to > size {
+		// A hole: complete the old last block; the whole blocks up to
+		// the one written stay sparse.
+		if errno := n.extendLocked(h, to); errno != 0 {
 			return 0, errno
 		}
 	}
@@ -354,17 +368,26 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 		switch {
 		case hdr != nil:
 			n.dropHeaderLocked(h)
-		case n.size.Load() != size:
+		case n.size.Load() > size:
 			n.truncateLocked(h, size)
 		}
 		return 0, errno
+	}
+	if hdr != nil {
+		n.rebindXattrs(h.fd, nil, n.fc.Load().ID())
+	}
+	if h.writesSync() {
+		n.markSyncedLocked()
 	}
 	return uint32(len(data)), 0
 }
 
 // writeLocked seals data at off (≤ size) and writes all touched blocks,
-// preceded by hdr for a new file (then off is 0): with one pwrite, or for
-// large writes a few that overlap with the sealing (sealAndWrite).
+// preceded by hdr for a new file (then off is 0). A block at either edge
+// that keeps bytes of its old version which must survive a crash (see
+// keeps) is replaced first, through a redo record (replaceBlocks); the
+// other blocks follow with one pwrite, or for large writes a few that
+// overlap with the sealing (sealAndWrite).
 func (n *node) writeLocked(h *fileHandle, data []byte, off int64, hdr []byte) syscall.Errno {
 	fc := n.fc.Load()
 	size := n.size.Load()
@@ -376,41 +399,42 @@ func (n *node) writeLocked(h *fileHandle, data []byte, off int64, hdr []byte) sy
 	buf := n.fsys.getBuf()
 	defer n.fsys.putBuf(buf)
 
-	// blockPlain is the new plaintext of an edge block b.
-	blockPlain := func(b int64, scratch []byte) ([]byte, syscall.Errno) {
+	// blockPlain is the new plaintext of an edge block b, and whether it
+	// keeps bytes of the old block.
+	blockPlain := func(b int64, scratch []byte) ([]byte, bool, syscall.Errno) {
 		bStart := b * bs
 		plainLen := min(bs, newSize-bStart)
 		lo := max(off, bStart) - bStart
 		hi := min(end, bStart+plainLen) - bStart
 		if lo == 0 && hi == plainLen {
-			return data[bStart-off : bStart-off+plainLen], 0
+			return data[bStart-off : bStart-off+plainLen], false, 0
 		}
 		old := scratch[:0]
 		if bStart < size {
 			var errno syscall.Errno
 			if old, errno = n.readBlock(h, fc, buf, b, old); errno != 0 {
-				return nil, errno
+				return nil, false, errno
 			}
 		}
 		p := scratch[:plainLen]
 		clear(p[len(old):])
 		copy(p[lo:hi], data[bStart+lo-off:])
-		return p, 0
+		return p, bStart < size, 0
 	}
-	head, errno := blockPlain(first, buf.head[:])
+	head, keepHead, errno := blockPlain(first, buf.head[:])
 	if errno != 0 {
 		return errno
 	}
-	tail := head
+	tail, keepTail := head, keepHead
 	if last != first {
-		if tail, errno = blockPlain(last, buf.tail[:]); errno != 0 {
+		if tail, keepTail, errno = blockPlain(last, buf.tail[:]); errno != 0 {
 			return errno
 		}
 	}
 	out := buf.cipherSpace(len(hdr) + (nb-1)*cbs + len(tail) + crypto.BlockOverhead)
 	copy(out, hdr)
 	blocks := out[len(hdr):]
-	seal := func(i int) {
+	seal := func(i int) []byte {
 		b := first + int64(i)
 		var p []byte
 		switch b {
@@ -421,23 +445,52 @@ func (n *node) writeLocked(h *fileHandle, data []byte, off int64, hdr []byte) sy
 		default:
 			p = data[b*bs-off : b*bs-off+bs]
 		}
-		fc.SealBlock(blocks[i*cbs:i*cbs], p, uint64(b))
+		return fc.SealBlock(blocks[i*cbs:i*cbs], p, uint64(b))
 	}
 
-	start := crypto.BlockOffset(uint64(first)) - int64(len(hdr))
-	oldCipher := int64(crypto.CipherSize(uint64(size)))
-	if start < oldCipher {
-		if errno := preallocate(h.fd, start, int64(len(out))); errno != 0 {
+	// Blocks [lo, hi) of the request are written in place below.
+	lo, hi := 0, nb
+	var ups []blockUpdate
+	if keepHead && n.keeps(first) {
+		ups = append(ups, blockUpdate{first, seal(0)})
+		lo = 1
+	}
+	if keepTail && nb > 1 && n.keeps(last) {
+		ups = append(ups, blockUpdate{last, seal(nb - 1)})
+		hi = nb - 1
+	}
+	cur := int64(crypto.CipherSize(uint64(size)))
+	if len(ups) > 0 {
+		final := cur
+		for _, u := range ups {
+			final = max(final, u.end())
+		}
+		if errno := n.replaceBlocks(h, ups, cur, final); errno != 0 {
 			return errno
 		}
+		cur = final
+		n.size.Store(max(size, int64(crypto.PlainSize(uint64(final)))))
 	}
-	if err := sealAndWrite(h.fd, out, start, len(hdr), nb, seal); err != nil {
-		if start+int64(len(out)) > oldCipher {
-			// Give back what the write appended; what it overwrote
-			// was preallocated, so it cannot be torn by ENOSPC.
-			unix.Ftruncate(h.fd, oldCipher)
+	if lo < hi {
+		from, to := len(hdr)+lo*cbs, len(hdr)+min(hi*cbs, len(blocks))
+		lead := 0
+		if lo == 0 {
+			from, lead = 0, len(hdr)
 		}
-		return toErrno(err)
+		start := crypto.BlockOffset(uint64(first)) - int64(len(hdr)) + int64(from)
+		if start < cur {
+			if errno := preallocate(h.fd, start, int64(to-from)); errno != 0 {
+				return errno
+			}
+		}
+		if err := sealAndWrite(h.fd, out[from:to], start, lead, hi-lo, func(i int) { seal(lo + i) }); err != nil {
+			if start+int64(to-from) > cur {
+				// Give back what the write appended; what it overwrote
+				// was preallocated, so it cannot be torn by ENOSPC.
+				unix.Ftruncate(h.fd, cur)
+			}
+			return toErrno(err)
+		}
 	}
 	n.size.Store(newSize)
 	return 0
@@ -496,19 +549,20 @@ func sealAndWrite(fd int, out []byte, off int64, lead, nb int, seal func(i int))
 	return nil
 }
 
-// extendLocked grows the file to newSize: the old last block, if partial,
-// is padded with zeros and sealed again; the blocks after it are holes
-// (all-zero ciphertext, which reads as zeros).
+// extendLocked grows the file to newSize. The old last block, if partial,
+// is padded with zeros and sealed again (rewriteBlock). The whole blocks after it are holes (all-zero
+// ciphertext, which reads as zeros); a partial new last block is sealed
+// zeros instead, so that the end of a file is always a complete sealed
+// block or a whole hole, which is what repairTail relies on.
 func (n *node) extendLocked(h *fileHandle, newSize int64) syscall.Errno {
 	size := n.size.Load()
 	if errno := n.ensureHeaderLocked(h); errno != 0 {
 		return errno
 	}
 	fc := n.fc.Load()
-	cur := int64(crypto.CipherSize(uint64(size)))
+	buf := n.fsys.getBuf()
+	defer n.fsys.putBuf(buf)
 	if size%bs != 0 {
-		buf := n.fsys.getBuf()
-		defer n.fsys.putBuf(buf)
 		b := size / bs
 		old, errno := n.readBlock(h, fc, buf, b, buf.head[:0])
 		if errno != 0 {
@@ -516,39 +570,57 @@ func (n *node) extendLocked(h *fileHandle, newSize int64) syscall.Errno {
 		}
 		p := buf.head[:min(bs, newSize-b*bs)]
 		clear(p[len(old):])
-		c := fc.SealBlock(buf.cipher[:0], p, uint64(b))
-		start := crypto.BlockOffset(uint64(b))
-		if errno := preallocate(h.fd, start, int64(len(c))); errno != 0 {
+		up := blockUpdate{b, fc.SealBlock(buf.block[:0], p, uint64(b))}
+		if errno := n.rewriteBlock(h, up, int64(crypto.CipherSize(uint64(size))), up.end()); errno != 0 {
 			return errno
 		}
-		if _, err := pwriteFull(h.fd, c, start); err != nil {
-			return toErrno(err)
-		}
-		cur = start + int64(len(c))
+		size = b*bs + int64(len(p))
+		n.size.Store(size)
 	}
-	if want := int64(crypto.CipherSize(uint64(newSize))); want != cur {
-		if err := unix.Ftruncate(h.fd, want); err != nil {
-			return toErrno(err)
+	if size == newSize {
+		return 0
+	}
+	cur := int64(crypto.CipherSize(uint64(size)))
+	if size == 0 {
+		cur = crypto.FileHeaderSize
+	}
+	var err error
+	if rest := newSize % bs; rest == 0 {
+		err = unix.Ftruncate(h.fd, int64(crypto.CipherSize(uint64(newSize))))
+	} else {
+		b := newSize / bs
+		p := buf.tail[:rest]
+		clear(p)
+		if _, err = pwriteFull(h.fd, fc.SealBlock(buf.block[:0], p, uint64(b)), crypto.BlockOffset(uint64(b))); err != nil {
+			unix.Ftruncate(h.fd, cur)
 		}
+	}
+	if err != nil {
+		return toErrno(err)
 	}
 	n.size.Store(newSize)
 	return 0
 }
 
 // truncateLocked sets the plaintext size. Shrinking to mid-block seals the
-// new last block again at its shorter length; shrinking to zero drops the
-// header too, so the next write starts a fresh file ID.
+// new last block again at its shorter length (rewriteBlock); shrinking to
+// zero drops the header too, so the next write starts a fresh file ID.
 func (n *node) truncateLocked(h *fileHandle, newSize int64) syscall.Errno {
 	size := n.size.Load()
 	switch {
 	case newSize == size:
 		return 0
 	case newSize == 0:
+		old := n.fileIDLocked(h)
 		if err := unix.Ftruncate(h.fd, 0); err != nil {
 			return toErrno(err)
 		}
 		n.fc.Store(nil)
 		n.size.Store(0)
+		n.synced.Store(0)
+		if old != nil {
+			n.rebindXattrs(h.fd, old, nil)
+		}
 		return 0
 	case newSize > size:
 		return n.extendLocked(h, newSize)
@@ -562,19 +634,15 @@ func (n *node) truncateLocked(h *fileHandle, newSize int64) syscall.Errno {
 		if errno != 0 {
 			return errno
 		}
-		c := fc.SealBlock(buf.cipher[:0], old[:min(rest, int64(len(old)))], uint64(b))
-		start := crypto.BlockOffset(uint64(b))
-		if errno := preallocate(h.fd, start, int64(len(c))); errno != 0 {
+		up := blockUpdate{b, fc.SealBlock(buf.block[:0], old[:min(rest, int64(len(old)))], uint64(b))}
+		if errno := n.rewriteBlock(h, up, int64(crypto.CipherSize(uint64(size))), up.end()); errno != 0 {
 			return errno
 		}
-		if _, err := pwriteFull(h.fd, c, start); err != nil {
-			return toErrno(err)
-		}
-	}
-	if err := unix.Ftruncate(h.fd, int64(crypto.CipherSize(uint64(newSize)))); err != nil {
+	} else if err := unix.Ftruncate(h.fd, int64(crypto.CipherSize(uint64(newSize)))); err != nil {
 		return toErrno(err)
 	}
 	n.size.Store(newSize)
+	n.synced.Store(min(n.synced.Load(), newSize))
 	return 0
 }
 
@@ -595,6 +663,10 @@ func (n *node) truncate(s self, size uint64) syscall.Errno {
 	}
 	n.cmu.Lock()
 	defer n.cmu.Unlock()
+	if size == 0 {
+		// Needs nothing of the old contents: works on a damaged file too.
+		return n.truncateLocked(h, 0)
+	}
 	if errno := n.loadLocked(h); errno != 0 {
 		return errno
 	}
@@ -642,10 +714,17 @@ func (n *node) Allocate(ctx context.Context, f fs.FileHandle, off uint64, length
 func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
 	switch h := f.(type) {
 	case *fileHandle:
+		sync := unix.Fsync
 		if flags&fsyncDatasync != 0 {
-			return toErrno(unix.Fdatasync(h.fd))
+			sync = unix.Fdatasync
 		}
-		return toErrno(unix.Fsync(h.fd))
+		if err := sync(h.fd); err != nil {
+			return toErrno(err)
+		}
+		n.cmu.Lock()
+		n.markSyncedLocked()
+		n.cmu.Unlock()
+		return 0
 	case *dirHandle:
 		return toErrno(h.d.Sync())
 	}

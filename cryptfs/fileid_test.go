@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/securevol/securevol/crypto"
 )
 
@@ -170,4 +172,46 @@ func readN(t *testing.T, p string, n int64) []byte {
 		t.Fatalf("%s: %d bytes, want at least %d", p, len(b), n)
 	}
 	return b[:n]
+}
+
+// An xattr value is bound to the file ID (docs/FORMAT.md): it must follow
+// the file through every change of ID, the first header and the fresh
+// one after the file was emptied, across remounts.
+func TestXattrFollowsFileID(t *testing.T) {
+	m := newTestMount(t)
+	p := m.path("f")
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(p, "user.k", []byte("v"), 0); err != nil {
+		t.Fatal(err)
+	}
+	check := func(step string) {
+		t.Helper()
+		m.remount()
+		buf := make([]byte, 16)
+		n, err := unix.Getxattr(p, "user.k", buf)
+		if err != nil || string(buf[:n]) != "v" {
+			t.Errorf("after %s: getxattr %q, %v", step, buf[:max(n, 0)], err)
+		}
+	}
+	writeAt(t, p, []byte("first"), 0)
+	check("first write at 0")
+	if err := os.Truncate(p, 0); err != nil {
+		t.Fatal(err)
+	}
+	check("truncate to 0")
+	writeAt(t, p, []byte("x"), 5000)
+	check("first write past the end")
+	if err := os.WriteFile(p, []byte("again"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	check("O_TRUNC and write")
+	if err := os.Truncate(p, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(p, 10000); err != nil {
+		t.Fatal(err)
+	}
+	check("truncate up from empty")
 }

@@ -51,6 +51,11 @@ type node struct {
 	hmu  sync.Mutex // loads fc under a read lock
 	fc   atomic.Pointer[crypto.FileCipher]
 	size atomic.Int64
+	// synced is the plaintext size below which the file may hold data
+	// that must survive a crash: what it held when its contents were
+	// loaded, or at its last fsync. Blocks below it are rewritten in
+	// place only through a redo record (recover.go).
+	synced atomic.Int64
 
 	// open lists the file's open handles, so that operations the kernel
 	// sends without one (fchmod, fchown, futimens, fsetxattr) still reach

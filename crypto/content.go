@@ -136,9 +136,12 @@ func isZero(b []byte) bool {
 	return true
 }
 
-// PlainSize converts a backing file's size to the plaintext size. Sizes
-// that no valid file can have (a trailing partial block of at most
-// BlockOverhead bytes) are rounded down.
+// PlainSize converts a backing file's size to the plaintext size. A file
+// no longer than a header is empty (it holds no block, so nothing binds
+// its file ID to it). A last block cut inside its nonce or tag (1 to
+// BlockOverhead stored bytes), which no valid file has, counts as one
+// byte: reading it then reaches the damaged block and fails, instead of
+// the file silently looking shorter.
 func PlainSize(cipherSize uint64) uint64 {
 	if cipherSize <= FileHeaderSize {
 		return 0
@@ -147,8 +150,11 @@ func PlainSize(cipherSize uint64) uint64 {
 	full := c / CipherBlockSize
 	rest := c % CipherBlockSize
 	p := full * BlockSize
-	if rest > BlockOverhead {
+	switch {
+	case rest > BlockOverhead:
 		p += rest - BlockOverhead
+	case rest > 0:
+		p++
 	}
 	return p
 }

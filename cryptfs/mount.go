@@ -18,7 +18,9 @@
 package cryptfs
 
 import (
+	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"os"
 	"path/filepath"
@@ -269,16 +271,44 @@ func (f *fsys) ino(st *unix.Statx_t) uint64 {
 }
 
 // gen tells apart two files that had the same inode number at different
-// times, so the kernel never confuses a new file with a deleted one.
-func gen(st *unix.Statx_t) uint64 {
-	if st.Mask&unix.STATX_BTIME == 0 || (st.Btime.Sec == 0 && st.Btime.Nsec == 0) {
+// times. go-fuse finds a live node by inode number and generation, and the
+// kernel its inode by node ID and generation: with the same generation, a
+// new file that gets the inode number of a deleted one whose node is still
+// alive (a process still in a removed directory, a FORGET not yet
+// processed) would get that node, with the kernel's cached pages and our
+// cached cipher, IV and descriptors of the deleted file.
+//
+// Birth time where the backing file system has it (ext4 with 256-byte
+// inodes, xfs, btrfs, tmpfs): set when an inode is allocated, never
+// changed. Otherwise the file handle the backing file system gives the
+// entry for NFS export (name_to_handle_at, of name in the directory fd,
+// or of fd itself if name is ""): it holds the file system's own inode
+// generation, which changes on reuse exactly so that NFS clients do not
+// confuse files either (ext2, ext3 and ext4 with 128-byte inodes, vfat).
+// Never ctime or mtime: they change on chmod or write, and a live file
+// must keep its generation. A file system with neither gets 1.
+func gen(fd int, name string, st *unix.Statx_t) uint64 {
+	if st.Mask&unix.STATX_BTIME != 0 && (st.Btime.Sec != 0 || st.Btime.Nsec != 0) {
+		return uint64(st.Btime.Sec)*1e9 + uint64(st.Btime.Nsec)
+	}
+	flags := 0
+	if name == "" {
+		flags = unix.AT_EMPTY_PATH
+	}
+	h, _, err := unix.NameToHandleAt(fd, name, flags) // never follows a symlink
+	if err != nil {
 		return 1
 	}
-	return uint64(st.Btime.Sec)*1e9 + uint64(st.Btime.Nsec)
+	sum := fnv.New64a()
+	binary.Write(sum, binary.BigEndian, h.Type())
+	sum.Write(h.Bytes())
+	return sum.Sum64()
 }
 
-func (f *fsys) stableAttr(st *unix.Statx_t) fs.StableAttr {
-	return fs.StableAttr{Mode: uint32(st.Mode) & syscall.S_IFMT, Ino: f.ino(st), Gen: gen(st)}
+// stableAttr is the identity of the backing entry name in the directory
+// fd, or of fd itself if name is "", which st describes.
+func (f *fsys) stableAttr(fd int, name string, st *unix.Statx_t) fs.StableAttr {
+	return fs.StableAttr{Mode: uint32(st.Mode) & syscall.S_IFMT, Ino: f.ino(st), Gen: gen(fd, name, st)}
 }
 
 // fillAttr converts a backing stat to what the plaintext view shows:

@@ -718,13 +718,7 @@ func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall
 		if flags&fsyncDatasync != 0 {
 			sync = unix.Fdatasync
 		}
-		if err := sync(h.fd); err != nil {
-			return toErrno(err)
-		}
-		n.cmu.Lock()
-		n.markSyncedLocked()
-		n.cmu.Unlock()
-		return 0
+		return n.fsynced(sync(h.fd))
 	case *dirHandle:
 		return toErrno(h.d.Sync())
 	}
@@ -734,14 +728,25 @@ func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall
 	}
 	defer s.close()
 	if s.fd >= 0 {
-		return toErrno(unix.Fsync(s.fd))
+		return n.fsynced(unix.Fsync(s.fd))
 	}
 	fd, err := s.dir.OpenFile(s.name, unix.O_RDONLY, 0)
 	if err != nil {
 		return toErrno(err)
 	}
 	defer unix.Close(fd)
-	return toErrno(unix.Fsync(fd))
+	return n.fsynced(unix.Fsync(fd))
+}
+
+// fsynced records a successful fsync of the file (see node.synced).
+func (n *node) fsynced(err error) syscall.Errno {
+	if err != nil {
+		return toErrno(err)
+	}
+	n.cmu.Lock()
+	n.markSyncedLocked()
+	n.cmu.Unlock()
+	return 0
 }
 
 func (n *node) Release(ctx context.Context, f fs.FileHandle) syscall.Errno {

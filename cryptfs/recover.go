@@ -2,6 +2,7 @@ package cryptfs
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"syscall"
 
@@ -296,7 +297,7 @@ func lastBlock(end int64) (int64, int64) {
 func (n *node) repairTail(h *fileHandle, fc *crypto.FileCipher, end int64) (int64, syscall.Errno) {
 	buf := n.fsys.getBuf()
 	defer n.fsys.putBuf(buf)
-	w := &repairFd{h: h}
+	w := &repairFd{n: n, h: h}
 	defer w.close()
 	log := n.fsys.log.WithField("path", h.rel)
 	for step := 0; step < maxRepairSteps && end > crypto.FileHeaderSize; step++ {
@@ -327,7 +328,7 @@ func (n *node) repairTail(h *fileHandle, fc *crypto.FileCipher, end int64) (int6
 		}
 		if l := longestSealedPrefix(fc, c, b, buf.head[:0]); l > 0 {
 			if err := w.truncate(start + int64(l)); err != nil {
-				return end, toErrno(err)
+				return end, syscall.EIO // logged by fd
 			}
 			log.WithFields(logrus.Fields{"block": b, "size": start + int64(l)}).
 				Warn("last block was being rewritten when interrupted; cut the file after its complete version")
@@ -341,7 +342,7 @@ func (n *node) repairTail(h *fileHandle, fc *crypto.FileCipher, end int64) (int6
 			return end, 0
 		}
 		if err := w.truncate(start); err != nil {
-			return end, toErrno(err)
+			return end, syscall.EIO // logged by fd
 		}
 		log.WithFields(logrus.Fields{"block": b, "size": start}).
 			Warn("dropped the incomplete last block of a write that was interrupted")
@@ -422,7 +423,7 @@ func (n *node) applyRecord(h *fileHandle, w *repairFd, fc *crypto.FileCipher, en
 	}
 	fd, err := w.fd()
 	if err != nil {
-		return false, 0, toErrno(err)
+		return false, 0, syscall.EIO // logged by fd
 	}
 	for _, u := range ups {
 		if _, err := pwriteFull(fd, u.c, crypto.BlockOffset(uint64(u.b))); err != nil {
@@ -440,22 +441,33 @@ func (n *node) applyRecord(h *fileHandle, w *repairFd, fc *crypto.FileCipher, en
 // writing (through /proc/self/fd, which reaches the very inode the handle
 // has open, even an unlinked one), opened on first use.
 type repairFd struct {
+	n     *node
 	h     *fileHandle
 	own   int
 	ready bool
 }
 
+// fd returns the descriptor; a failure is logged.
 func (w *repairFd) fd() (int, error) {
 	if w.ready {
 		return w.own, nil
 	}
+	fd, err := w.open()
+	if err != nil {
+		w.n.fsys.log.WithField("path", w.h.rel).WithError(err).Error("cannot open the file for writing to repair an interrupted operation")
+		return -1, err
+	}
+	w.own, w.ready = fd, true
+	return fd, nil
+}
+
+func (w *repairFd) open() (int, error) {
 	fl, err := unix.FcntlInt(uintptr(w.h.fd), unix.F_GETFL, 0)
 	if err != nil {
 		return -1, err
 	}
 	if fl&unix.O_ACCMODE == unix.O_RDWR {
-		w.own, w.ready = w.h.fd, true
-		return w.own, nil
+		return w.h.fd, nil
 	}
 	fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", w.h.fd), unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
@@ -464,9 +476,8 @@ func (w *repairFd) fd() (int, error) {
 	var a, b unix.Statx_t
 	if err := fstatx(w.h.fd, &a); err != nil || fstatx(fd, &b) != nil || a.Ino != b.Ino || a.Dev_major != b.Dev_major || a.Dev_minor != b.Dev_minor {
 		unix.Close(fd)
-		return -1, unix.EIO
+		return -1, errors.New("reopened another file")
 	}
-	w.own, w.ready = fd, true
 	return fd, nil
 }
 

@@ -522,7 +522,7 @@ func (d *Driver) watch(name string, lm *liveMount) {
 var errKeyMismatch = errors.New("the daemon's master key does not open this volume (was it created under another key, or were its header's ID or name changed?)")
 
 // errWrongFolder: a folder's authenticated name is another volume's.
-var errWrongFolder = errors.New("the backing folder belongs to another volume")
+var errWrongFolder = errors.New("the backing folder does not match the volume")
 
 // openVolume unwraps v's volume key with the first key source that opens
 // its folder and checks that the folder is v's: its header's authenticated

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -212,7 +211,7 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: driver.NewHandler(drv, log), ReadHeaderTimeout: 10 * time.Second}
+	srv := driver.NewServer(driver.NewHandler(drv, log), driver.DefaultServerLimits())
 	adminPath := filepath.Join(c.stateDir, adminSocketName)
 	al, err := listenUnix(adminPath, 0o600)
 	if err != nil {
@@ -220,7 +219,7 @@ func runServe(args []string) error {
 		return err
 	}
 	adm := &admin{cfg: c, drv: drv, log: log, keys: keys}
-	asrv := &http.Server{Handler: adm.handler(), ReadHeaderTimeout: 10 * time.Second, ConnContext: peerCredContext}
+	asrv := adm.server()
 
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(l) }()

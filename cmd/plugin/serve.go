@@ -68,9 +68,9 @@ func parseServe(args []string) (*serveConfig, error) {
 	stringFlag(fs, &c.mountRoot, "mount-root", "", "where volumes are mounted, one directory per name (default <state-dir>/mnt; a managed plugin must use a path under its propagatedMount, e.g. /mnt/volumes)")
 	stringFlag(fs, &c.keyFile, "key-file", defaultKeyFile, "master key file, 32 raw bytes, mode 0600; generated on first start if absent")
 	stringFlag(fs, &c.passFile, "passphrase-file", "", "derive the master key from the passphrase in this file (Argon2id) instead of a key file")
-	stringFlag(fs, &c.keyCommand, "key-command", "", "run this program (split on spaces, no shell) and use the key it prints: 32 raw bytes, or 64 hex digits, or base64 of 32 bytes")
-	// Its arguments may carry a credential for the secret manager: -h must
-	// not print the value taken from the environment as the default.
+	stringFlag(fs, &c.keyCommand, "key-command", "", "run this program (split on spaces, no shell) and use the key it prints: 32 raw bytes, or 64 hex digits, or base64 of 32 bytes; this command line is not secret (every local user sees it in the process list): the program reads its credentials from a file or its environment")
+	// Not secret by contract (see above), but an admin may have put a
+	// credential there anyway: -h need not repeat it from the environment.
 	fs.Lookup("key-command").DefValue = ""
 	stringFlag(fs, &c.logLevel, "log-level", "info", "debug, info, warn or error")
 	stringFlag(fs, &c.logFormat, "log-format", "text", "text or json")

@@ -159,6 +159,12 @@ const keyCommandTimeout = 5 * time.Second
 // from its standard output: exactly 32 raw bytes, or 64 hex digits, or the
 // standard or URL-safe base64 of 32 bytes (surrounding whitespace ignored).
 // Its standard error goes to ours; its output never appears in messages.
+//
+// The program gets exactly the admin's arguments, which any local user can
+// read in the process list, so they are documented as not secret: nothing
+// of ours is added to them. It gets no input (stdin is /dev/null) and the
+// daemon's environment, which holds no secret of ours; that is where, or
+// in a file, a credential for a secret manager belongs.
 func runKeyCommand(command string) (*crypto.MasterKey, error) {
 	argv := strings.Fields(command)
 	if len(argv) == 0 {

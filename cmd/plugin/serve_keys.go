@@ -154,6 +154,10 @@ func passphraseKDF(c *serveConfig, st *store.Store) (*crypto.KDFParams, error) {
 // only seconds to start listening.
 const keyCommandTimeout = 5 * time.Second
 
+// keyCommandWaitDelay is how long the output is still read after the
+// program exited or was killed.
+const keyCommandWaitDelay = time.Second
+
 // runKeyCommand runs the --key-command program (split on spaces; no shell,
 // which a FROM-scratch plugin image does not have) and reads the master key
 // from its standard output: exactly 32 raw bytes, or 64 hex digits, or the
@@ -176,12 +180,17 @@ func runKeyCommand(command string) (*crypto.MasterKey, error) {
 	cmd.Stderr = os.Stderr
 	var out bytes.Buffer
 	cmd.Stdout = &limitedWriter{w: &out, n: 4096}
+	// A process the program leaves behind (a background helper) may keep
+	// its output open; Wait would wait for that process too, past the
+	// timeout. Stop reading shortly after the program exits or is killed.
+	cmd.WaitDelay = keyCommandWaitDelay
 	err := cmd.Run()
 	defer clear(out.Bytes())
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("key command %s: no answer within %v", argv[0], keyCommandTimeout)
 	}
-	if err != nil {
+	// ErrWaitDelay: the program succeeded and what it printed is read.
+	if err != nil && !errors.Is(err, exec.ErrWaitDelay) {
 		return nil, fmt.Errorf("key command %s: %w", argv[0], err)
 	}
 	raw, err := decodeKey(out.Bytes())

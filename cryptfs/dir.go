@@ -9,6 +9,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
 )
 
@@ -18,9 +19,8 @@ import (
 // the backing name already at hand, so a listing costs one statx per
 // entry and no name encryption.
 type dirHandle struct {
-	n   *node
-	fd  int
-	rel string
+	n *node
+	d *backing.Dir // a descriptor of the handle's own, for its offset
 
 	mu     sync.Mutex
 	loaded bool
@@ -50,12 +50,9 @@ func (d *dirHandle) load() syscall.Errno {
 	if errno != 0 {
 		return errno
 	}
-	if _, err := unix.Seek(d.fd, 0, 0); err != nil {
-		return toErrno(err)
-	}
 	keys := d.n.fsys.keys
 	ents := d.ents[:0]
-	errno = readDirNames(d.fd, func(name string, ino uint64, typ uint8) bool {
+	err := d.d.ReadNames(func(name string, ino uint64, typ uint8) bool {
 		e := dirEntry{DirEntry: fuse.DirEntry{Ino: ino, Mode: typeToMode(typ)}, backing: name}
 		switch {
 		case name == "." || name == "..":
@@ -65,16 +62,16 @@ func (d *dirHandle) load() syscall.Errno {
 		default:
 			enc := name
 			if crypto.IsLongName(name) {
-				s, err := d.readLongName(name)
+				s, err := backing.ReadLongName(d.d, name)
 				if err != nil {
-					d.n.fsys.authFailed("long name", join(d.rel, name), err, nil)
+					d.n.fsys.authFailed("long name", d.n.childLogPath(name), err, nil)
 					return true
 				}
 				enc = s
 			}
 			plain, err := keys.DecryptName(enc, iv)
 			if err != nil {
-				d.n.fsys.authFailed("name", join(d.rel, name), err, nil)
+				d.n.fsys.authFailed("name", d.n.childLogPath(name), err, nil)
 				return true
 			}
 			e.Name = plain
@@ -83,29 +80,13 @@ func (d *dirHandle) load() syscall.Errno {
 		ents = append(ents, e)
 		return true
 	})
-	if errno != 0 {
-		return errno
+	if err != nil {
+		return toErrno(err)
 	}
 	d.ents = ents
 	d.loaded = true
 	d.next = 0
 	return 0
-}
-
-func (d *dirHandle) readLongName(backing string) (string, error) {
-	fd, err := unix.Openat(d.fd, crypto.LongNameSidecar(backing), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return "", err
-	}
-	defer unix.Close(fd)
-	enc, err := readSmall(fd)
-	if err != nil {
-		return "", err
-	}
-	if err := crypto.CheckLongName(backing, enc); err != nil {
-		return "", err
-	}
-	return enc, nil
 }
 
 func typeToMode(typ uint8) uint32 {
@@ -147,16 +128,16 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 // Lookup serves readdirplus for the entry Readdirent returned last.
 func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	d.mu.Lock()
-	var backing string
+	var b string
 	if d.last < len(d.ents) && d.ents[d.last].Name == name {
-		backing = d.ents[d.last].backing
+		b = d.ents[d.last].backing
 	}
 	d.mu.Unlock()
-	if backing == "" {
+	if b == "" {
 		return d.n.Lookup(ctx, name, out)
 	}
 	var st unix.Statx_t
-	if err := lstatAt(d.fd, backing, &st); err != nil {
+	if err := d.d.Lstat(b, &st); err != nil {
 		return nil, toErrno(err)
 	}
 	return d.n.newChild(ctx, &st, out), 0
@@ -179,9 +160,9 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 }
 
 func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
-	return toErrno(unix.Fsync(d.fd))
+	return toErrno(d.d.Sync())
 }
 
 func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {
-	unix.Close(d.fd)
+	d.d.Close()
 }

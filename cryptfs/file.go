@@ -578,16 +578,17 @@ func (n *node) truncateLocked(h *fileHandle, newSize int64) syscall.Errno {
 	return 0
 }
 
-// truncate serves truncate(2), ftruncate(2) and O_TRUNC. Without an open
-// handle the backing file is opened for the occasion.
-func (n *node) truncate(h *fileHandle, rel string, size uint64) syscall.Errno {
-	if h == nil {
-		fd, err := openBeneath(n.fsys.rootFd, rel, unix.O_RDWR, 0)
+// truncate serves truncate(2), ftruncate(2) and O_TRUNC on the entry s.
+// Without a descriptor the backing file is opened for the occasion.
+func (n *node) truncate(s self, size uint64) syscall.Errno {
+	h := &fileHandle{fd: s.fd, rel: n.logPath()}
+	if s.fd < 0 {
+		fd, err := s.dir.OpenFile(s.name, unix.O_RDWR, 0)
 		if err != nil {
 			return toErrno(err)
 		}
 		defer unix.Close(fd)
-		h = &fileHandle{fd: fd, rel: rel}
+		h.fd = fd
 	}
 	if size > uint64(1<<62) {
 		return syscall.EFBIG
@@ -646,13 +647,17 @@ func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall
 		}
 		return toErrno(unix.Fsync(h.fd))
 	case *dirHandle:
-		return toErrno(unix.Fsync(h.fd))
+		return toErrno(h.d.Sync())
 	}
-	rel, errno := n.relPath()
+	s, errno := n.self(nil)
 	if errno != 0 {
 		return errno
 	}
-	fd, err := openBeneath(n.fsys.rootFd, rel, unix.O_RDONLY, 0)
+	defer s.close()
+	if s.fd >= 0 {
+		return toErrno(unix.Fsync(s.fd))
+	}
+	fd, err := s.dir.OpenFile(s.name, unix.O_RDONLY, 0)
 	if err != nil {
 		return toErrno(err)
 	}

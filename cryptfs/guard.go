@@ -6,12 +6,12 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
-// treeGuard keeps operations that turn a node into a backing path (by
-// walking go-fuse's tree of names, see node.relPath) from running while a
-// rename is half done: go-fuse moves the renamed node in its tree only
-// after our Rename has renamed the backing entry, and a path computed in
-// between names the old place, which no longer exists (ENOENT for an
-// open, chmod or stat of anything below a directory being renamed).
+// treeGuard keeps operations that find a node's backing entry through its
+// name in go-fuse's tree (node.entry) from running while a rename is half
+// done: go-fuse moves the renamed node in its tree only after our Rename
+// has renamed the backing entry, and a name read in between is the old
+// one, which no longer exists (ENOENT for an open, chmod or stat of
+// anything below a directory being renamed, or of the renamed entry).
 // Reads and writes go through open descriptors and are not fenced.
 type treeGuard struct {
 	fuse.RawFileSystem

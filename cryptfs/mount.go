@@ -32,6 +32,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
 )
 
@@ -70,10 +71,9 @@ const DefaultMaxWrite = 1 << 20
 
 // fsys is the state shared by every node of one mount.
 type fsys struct {
-	keys   *crypto.VolumeKeys
-	dir    string // absolute path of the backing folder
-	rootFd int    // the backing folder, for *at system calls
-	dev    uint64 // its device, mixed into inode numbers as loopback does
+	keys *crypto.VolumeKeys
+	root *backing.Dir // the backing folder; everything is reached from it
+	dev  uint64       // its device, mixed into inode numbers as loopback does
 	log    *logrus.Entry
 	euid   uint32
 	egid   uint32
@@ -87,6 +87,34 @@ type fsys struct {
 	treeMu sync.RWMutex
 
 	bufs sync.Pool // *ioBuf
+
+	// dirs holds the descriptors that directory nodes keep (node.dir),
+	// so that those the kernel never forgot are closed after unmount.
+	dirsMu sync.Mutex
+	dirs   map[*backing.Dir]struct{}
+}
+
+func (f *fsys) keepDir(d *backing.Dir) {
+	f.dirsMu.Lock()
+	f.dirs[d] = struct{}{}
+	f.dirsMu.Unlock()
+}
+
+func (f *fsys) closeDir(d *backing.Dir) {
+	f.dirsMu.Lock()
+	delete(f.dirs, d)
+	f.dirsMu.Unlock()
+	d.Close()
+}
+
+// closeDirs runs once the mount is gone: no node is used any more.
+func (f *fsys) closeDirs() {
+	f.dirsMu.Lock()
+	defer f.dirsMu.Unlock()
+	for d := range f.dirs {
+		d.Close()
+	}
+	f.dirs = nil
 }
 
 // Mount serves the encrypted directory backingDir (already initialised with
@@ -99,17 +127,18 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", backingDir, err)
 	}
-	rootIV, err := crypto.ReadDirIV(dir)
+	rootDir, err := backing.OpenRoot(dir)
 	if err != nil {
+		return nil, fmt.Errorf("mount: %w", err)
+	}
+	rootIV, err := backing.ReadDirIV(rootDir)
+	if err != nil {
+		rootDir.Close()
 		return nil, fmt.Errorf("mount %s: not an initialised securevol directory: %w", dir, err)
 	}
-	rootFd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("mount %s: %w", dir, err)
-	}
 	var st unix.Statx_t
-	if err := fstatx(rootFd, &st); err != nil {
-		unix.Close(rootFd)
+	if err := rootDir.Stat(&st); err != nil {
+		rootDir.Close()
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
 	log := opts.Log
@@ -119,13 +148,13 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 		log = logrus.NewEntry(l)
 	}
 	f := &fsys{
-		keys:   keys,
-		dir:    dir,
-		rootFd: rootFd,
-		dev:    unix.Mkdev(st.Dev_major, st.Dev_minor),
-		log:    log,
-		euid:   uint32(os.Geteuid()),
-		egid:   uint32(os.Getegid()),
+		keys: keys,
+		root: rootDir,
+		dev:  unix.Mkdev(st.Dev_major, st.Dev_minor),
+		log:  log,
+		euid: uint32(os.Geteuid()),
+		egid: uint32(os.Getegid()),
+		dirs: make(map[*backing.Dir]struct{}),
 	}
 	f.attrTimeout = opts.AttrTimeout
 	if f.attrTimeout == 0 {
@@ -139,6 +168,7 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 
 	root := f.newNode()
 	root.iv = rootIV
+	root.bdir.Store(rootDir)
 
 	entry, attr, neg := opts.EntryTimeout, opts.AttrTimeout, opts.NegativeTimeout
 	for _, d := range []*time.Duration{&entry, &attr, &neg} {
@@ -195,7 +225,7 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 		err = srv.WaitMount()
 	}
 	if err != nil {
-		unix.Close(rootFd)
+		rootDir.Close()
 		return nil, fmt.Errorf("mount %s on %s: %w", dir, mountpoint, err)
 	}
 	if err := setReadahead(mountpoint, maxWrite>>10); err != nil {
@@ -204,7 +234,8 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 	go func() {
 		// Release the backing folder once the kernel lets go of the mount.
 		srv.Wait()
-		unix.Close(rootFd)
+		f.closeDirs()
+		rootDir.Close()
 	}()
 	return srv, nil
 }

@@ -4,26 +4,30 @@ import (
 	"context"
 	"errors"
 	"log"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
 )
 
 // node is every file, directory, symlink and fifo of a mount. As in
-// loopback, a node does not store its backing path: it is computed by
-// walking up the Inode tree that go-fuse keeps current across renames,
-// encrypting each name with its parent's IV. So renaming a directory with
-// open children needs no fix-ups, and hard links simply have several
-// parents, any of which leads to the same backing inode.
+// loopback, a node does not store its backing path. A directory keeps an
+// open descriptor of its backing directory (see dir), opened through its
+// parent's; everything else is reached as (parent's descriptor, own
+// encrypted name), the name taken from the Inode tree that go-fuse keeps
+// current across renames. So renaming a directory with open children needs
+// no fix-ups, no system call ever gets a path of more than one component,
+// and hard links simply have several parents, any of which leads to the
+// same backing inode.
 type node struct {
 	fs.Inode
 	fsys *fsys
@@ -35,6 +39,8 @@ type node struct {
 	dmu   sync.Mutex
 	iv    []byte
 	names map[string]string
+	// bdir is the directory's open backing directory, once used (see dir).
+	bdir atomic.Pointer[backing.Dir]
 
 	// Regular files. cmu serializes writes and truncation (which
 	// read-modify-write partial blocks) against each other and against
@@ -75,18 +81,17 @@ func (n *node) removeOpen(h *fileHandle) {
 
 // openDup returns a private duplicate of one of n's open descriptors, or
 // -1 if none is open; the caller closes it.
-func (n *node) openDup() (int, string) {
+func (n *node) openDup() int {
 	n.omu.Lock()
 	defer n.omu.Unlock()
 	if len(n.open) == 0 {
-		return -1, ""
+		return -1
 	}
-	h := n.open[0]
-	fd, err := unix.FcntlInt(uintptr(h.fd), unix.F_DUPFD_CLOEXEC, 0)
+	fd, err := unix.FcntlInt(uintptr(n.open[0].fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		return -1, ""
+		return -1
 	}
-	return fd, h.rel
+	return fd
 }
 
 // maxCachedNames bounds each directory's name cache.
@@ -97,61 +102,98 @@ const maxNameLen = 255
 
 func (n *node) isRoot() bool { return n.EmbeddedInode() == n.Root() }
 
-// relPath returns the backing path of n relative to the backing root. It
+// dir returns the open backing directory of directory n. It is opened on
+// first use through the parent's, one name at a time, and then kept: a
+// descriptor follows its directory across renames, so it never goes stale,
+// and no operation ever hands the kernel a path of more than one
+// component. Neither depth nor PATH_MAX limits the tree. It is closed
+// when the kernel forgets n (OnForget).
+func (n *node) dir() (*backing.Dir, syscall.Errno) {
+	if d := n.bdir.Load(); d != nil {
+		return d, 0
+	}
+	pd, b, errno := n.entry()
+	if errno != 0 {
+		return nil, errno
+	}
+	d, err := pd.OpenDir(b)
+	if err != nil {
+		if errors.Is(err, backing.ErrNotDir) {
+			n.fsys.log.WithField("path", n.logPath()).Error("a directory in the backing folder was replaced by another type")
+		}
+		return nil, toErrno(err)
+	}
+	if !n.bdir.CompareAndSwap(nil, d) {
+		d.Close()
+		return n.bdir.Load(), 0
+	}
+	n.fsys.keepDir(d)
+	return d, 0
+}
+
+var _ = (fs.NodeOnForgetter)((*node)(nil))
+
+// OnForget closes a directory's descriptor once the kernel drops the node.
+func (n *node) OnForget() {
+	if n.isRoot() {
+		return
+	}
+	if d := n.bdir.Swap(nil); d != nil {
+		n.fsys.closeDir(d)
+	}
+}
+
+// entry returns the backing directory holding n and n's name there. It
 // fails with ENOENT for a node that is no longer in any directory (an
 // unlinked file that is still open: those are reached through their file
 // descriptor).
-func (n *node) relPath() (string, syscall.Errno) {
-	root := n.Root()
-	p := n.EmbeddedInode()
-	if p == root {
-		return ".", 0
+func (n *node) entry() (*backing.Dir, string, syscall.Errno) {
+	name, parent := n.Parent()
+	if parent == nil {
+		return nil, "", syscall.ENOENT
 	}
-	var buf [16]string
-	segs := buf[:0]
-	size := 0
-	for p != root {
+	p := parent.Operations().(*node)
+	pd, errno := p.dir()
+	if errno != 0 {
+		return nil, "", errno
+	}
+	b, _, errno := p.backingName(name)
+	if errno != 0 {
+		return nil, "", errno
+	}
+	return pd, b, 0
+}
+
+// logPath is n's backing path below the backing folder, for log lines
+// only (it is never handed to a system call).
+func (n *node) logPath() string {
+	root := n.Root()
+	var segs []string
+	for p := n.EmbeddedInode(); p != root; {
 		name, parent := p.Parent()
 		if parent == nil {
-			return "", syscall.ENOENT
+			return "(unlinked)"
 		}
 		b, _, errno := parent.Operations().(*node).backingName(name)
 		if errno != 0 {
-			return "", errno
+			b = "?"
 		}
 		segs = append(segs, b)
-		size += len(b) + 1
 		p = parent
 	}
-	var sb strings.Builder
-	sb.Grow(size)
-	for i := len(segs) - 1; i >= 0; i-- {
-		sb.WriteString(segs[i])
-		if i > 0 {
-			sb.WriteByte('/')
-		}
+	slices.Reverse(segs)
+	if len(segs) == 0 {
+		return "."
 	}
-	return sb.String(), 0
+	return strings.Join(segs, "/")
 }
 
-// childPath is the backing path of name in directory n.
-func (n *node) childPath(name string) (rel, backing string, long bool, errno syscall.Errno) {
-	dir, errno := n.relPath()
-	if errno != 0 {
-		return "", "", false, errno
+// childLogPath is the backing path of a child with backing name b.
+func (n *node) childLogPath(b string) string {
+	if n.isRoot() {
+		return b
 	}
-	backing, long, errno = n.backingName(name)
-	if errno != 0 {
-		return "", "", false, errno
-	}
-	return join(dir, backing), backing, long, 0
-}
-
-func join(dir, name string) string {
-	if dir == "." {
-		return name
-	}
-	return dir + "/" + name
+	return n.logPath() + "/" + b
 }
 
 // backingName maps a plaintext name in directory n to its name on disk.
@@ -213,11 +255,11 @@ func (n *node) dirIV() ([]byte, syscall.Errno) {
 	if iv != nil {
 		return iv, 0
 	}
-	rel, errno := n.relPath()
+	d, errno := n.dir()
 	if errno != 0 {
 		return nil, errno
 	}
-	iv, errno = n.fsys.loadDirIV(rel)
+	iv, errno = n.fsys.loadDirIV(d, n.logPath)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -230,116 +272,53 @@ func (n *node) dirIV() ([]byte, syscall.Errno) {
 	return iv, 0
 }
 
-// loadDirIV reads the IV of backing directory rel. A directory without a
+// loadDirIV reads the IV of backing directory d. A directory without a
 // (complete) IV file but also without entries is what a crash during
 // mkdir or rmdir leaves behind: it gets a fresh IV. One with entries
 // cannot be read any more; that is reported, never papered over.
-func (f *fsys) loadDirIV(rel string) ([]byte, syscall.Errno) {
-	p := join(rel, crypto.DirIVName)
-	fd, err := openBeneath(f.rootFd, p, unix.O_RDONLY, 0)
+func (f *fsys) loadDirIV(d *backing.Dir, where func() string) ([]byte, syscall.Errno) {
+	iv, err := backing.ReadDirIV(d)
 	if err == nil {
-		var iv [crypto.DirIVSize + 1]byte
-		n, rerr := preadFull(fd, iv[:], 0)
-		unix.Close(fd)
-		if rerr == nil && n == crypto.DirIVSize {
-			return append([]byte(nil), iv[:crypto.DirIVSize]...), 0
-		}
-	} else if err != unix.ENOENT {
+		return iv, 0
+	}
+	if err != unix.ENOENT && !errors.Is(err, backing.ErrDamaged) {
+		f.log.WithField("dir", where()).WithError(err).Error("directory IV unreadable")
 		return nil, toErrno(err)
 	}
-	empty, errno := f.dirIsEmpty(rel)
+	empty, errno := dirIsEmpty(d)
 	if errno != 0 {
 		return nil, errno
 	}
 	if !empty {
-		f.log.WithField("dir", rel).Error("directory IV missing or damaged; its names cannot be decrypted")
+		f.log.WithField("dir", where()).Error("directory IV missing or damaged; its names cannot be decrypted")
 		return nil, syscall.EIO
 	}
-	unix.Unlinkat(f.rootFd, p, 0)
-	iv, errno := f.writeDirIV(rel)
-	if errno == 0 {
-		f.log.WithField("dir", rel).Warn("empty directory had no IV (interrupted mkdir or rmdir); created a new one")
-	}
-	return iv, errno
-}
-
-// writeDirIV creates the IV file of a new backing directory.
-func (f *fsys) writeDirIV(rel string) ([]byte, syscall.Errno) {
-	iv, err := crypto.NewDirIV()
-	if err != nil {
-		return nil, syscall.EIO
-	}
-	fd, err := openBeneath(f.rootFd, join(rel, crypto.DirIVName), unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o444)
+	d.Unlink(crypto.DirIVName)
+	iv, err = backing.CreateDirIV(d)
 	if err != nil {
 		return nil, toErrno(err)
 	}
-	_, err = pwriteFull(fd, iv, 0)
-	if cerr := unix.Close(fd); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		unix.Unlinkat(f.rootFd, join(rel, crypto.DirIVName), 0)
-		return nil, toErrno(err)
-	}
+	f.log.WithField("dir", where()).Warn("empty directory had no IV (interrupted mkdir or rmdir); created a new one")
 	return iv, 0
 }
 
-// dirIsEmpty reports whether backing directory rel holds nothing but
-// securevol bookkeeping.
-func (f *fsys) dirIsEmpty(rel string) (bool, syscall.Errno) {
-	fd, err := openBeneath(f.rootFd, rel, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+// dirIsEmpty reports whether backing directory d holds nothing but
+// securevol bookkeeping. It lists through a descriptor of its own.
+func dirIsEmpty(d *backing.Dir) (bool, syscall.Errno) {
+	l, err := d.Reopen()
 	if err != nil {
 		return false, toErrno(err)
 	}
-	defer unix.Close(fd)
+	defer l.Close()
 	empty := true
-	errno := readDirNames(fd, func(name string, ino uint64, typ uint8) bool {
+	err = l.ReadNames(func(name string, ino uint64, typ uint8) bool {
 		if name == "." || name == ".." || crypto.IsInternalName(name) {
 			return true
 		}
 		empty = false
 		return false
 	})
-	return empty, errno
-}
-
-// readDirNames calls fn for each entry of the open directory fd until fn
-// returns false.
-func readDirNames(fd int, fn func(name string, ino uint64, typ uint8) bool) syscall.Errno {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := unix.Getdents(fd, buf)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return toErrno(err)
-		}
-		if n <= 0 {
-			return 0
-		}
-		for b := buf[:n]; len(b) > 0; {
-			d := (*unix.Dirent)(unsafe.Pointer(&b[0]))
-			reclen := int(d.Reclen)
-			nameBytes := b[unsafe.Offsetof(d.Name):reclen]
-			if i := indexByte(nameBytes, 0); i >= 0 {
-				nameBytes = nameBytes[:i]
-			}
-			if !fn(string(nameBytes), d.Ino, d.Type) {
-				return 0
-			}
-			b = b[reclen:]
-		}
-	}
-}
-
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return -1
+	return empty, toErrno(err)
 }
 
 // newChild makes (or, through go-fuse, finds) the node for a backing

@@ -1,19 +1,21 @@
 package cryptfs
 
 import (
-	"bytes"
 	"context"
+	"errors"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
 )
 
-// Namespace operations: each computes backing paths and makes one or two
-// system calls, as loopback does, plus name encryption.
+// Namespace operations: each names one entry in an open backing directory
+// (package backing) and makes one or two system calls, as loopback does,
+// plus name encryption.
 
 var (
 	_ = (fs.NodeLookuper)((*node)(nil))
@@ -34,39 +36,106 @@ var (
 )
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	rel, _, _, errno := n.childPath(name)
+	d, errno := n.dir()
+	if errno != 0 {
+		return nil, errno
+	}
+	b, _, errno := n.backingName(name)
 	if errno != 0 {
 		return nil, errno
 	}
 	var st unix.Statx_t
-	if err := lstatAt(n.fsys.rootFd, rel, &st); err != nil {
+	if err := d.Lstat(b, &st); err != nil {
 		return nil, toErrno(err)
 	}
 	return n.newChild(ctx, &st, out), 0
 }
 
-func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	var st unix.Statx_t
-	var err error
-	switch h := f.(type) {
-	case *fileHandle:
-		// Works for files unlinked while open, too.
-		err = fstatx(h.fd, &st)
-	case *dirHandle:
-		err = fstatx(h.fd, &st)
-	default:
-		if n.isRoot() {
-			err = fstatx(n.fsys.rootFd, &st)
-		} else {
-			rel, errno := n.relPath()
-			if errno != 0 {
-				return errno
-			}
-			err = lstatAt(n.fsys.rootFd, rel, &st)
+// self is how an operation reaches n's own backing entry: through a
+// descriptor of it (a directory's own, an open file's), or else by name in
+// its parent directory. A file whose last name is gone (unlinked, or
+// renamed over, while open) is reached through a duplicate of one of its
+// open descriptors, so fchmod, fchown, futimens and fsetxattr still work.
+type self struct {
+	fd    int // ≥ 0: the entry itself
+	owned bool
+	dir   *backing.Dir
+	name  string
+}
+
+func (s self) close() {
+	if s.owned {
+		unix.Close(s.fd)
+	}
+}
+
+func (n *node) self(f fs.FileHandle) (self, syscall.Errno) {
+	if h, ok := f.(*fileHandle); ok {
+		return self{fd: h.fd}, 0
+	}
+	if n.IsDir() {
+		d, errno := n.dir()
+		if errno != 0 {
+			return self{}, errno
+		}
+		return self{fd: d.Fd()}, 0
+	}
+	d, b, errno := n.entry()
+	if errno == syscall.ENOENT {
+		if fd := n.openDup(); fd >= 0 {
+			return self{fd: fd, owned: true}, 0
 		}
 	}
-	if err != nil {
-		return toErrno(err)
+	if errno != 0 {
+		return self{}, errno
+	}
+	return self{fd: -1, dir: d, name: b}, 0
+}
+
+func (s self) stat(st *unix.Statx_t) error {
+	if s.fd >= 0 {
+		return fstatx(s.fd, st)
+	}
+	return s.dir.Lstat(s.name, st)
+}
+
+func (s self) chmod(mode uint32) error {
+	if s.fd >= 0 {
+		return unix.Fchmod(s.fd, mode)
+	}
+	return s.dir.Chmod(s.name, mode)
+}
+
+func (s self) chown(uid, gid int) error {
+	if s.fd >= 0 {
+		return unix.Fchown(s.fd, uid, gid)
+	}
+	return s.dir.Chown(s.name, uid, gid)
+}
+
+func (s self) utimes(ts *[2]unix.Timespec) error {
+	if s.fd >= 0 {
+		return backing.Futimens(s.fd, ts)
+	}
+	return s.dir.Utimes(s.name, ts)
+}
+
+func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	var st unix.Statx_t
+	if h, ok := f.(*dirHandle); ok {
+		if err := h.d.Stat(&st); err != nil {
+			return toErrno(err)
+		}
+	} else {
+		s, errno := n.self(f)
+		if errno != 0 {
+			return errno
+		}
+		err := s.stat(&st)
+		s.close()
+		if err != nil {
+			return toErrno(err)
+		}
 	}
 	n.fsys.fillAttr(&st, &out.Attr)
 	if sz := n.size.Load(); sz >= 0 && uint32(st.Mode)&syscall.S_IFMT == syscall.S_IFREG {
@@ -77,32 +146,13 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 }
 
 func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	h, _ := f.(*fileHandle)
-	rel := ""
-	if h == nil {
-		var errno syscall.Errno
-		if rel, errno = n.relPath(); errno == syscall.ENOENT {
-			// No name left (fchmod of an unlinked file): act on a
-			// descriptor the file is open with.
-			if fd, orel := n.openDup(); fd >= 0 {
-				defer unix.Close(fd)
-				h = &fileHandle{fd: fd, rel: orel}
-				f, errno = h, 0
-			}
-		}
-		if errno != 0 {
-			return errno
-		}
+	s, errno := n.self(f)
+	if errno != 0 {
+		return errno
 	}
-	rootFd := n.fsys.rootFd
+	defer s.close()
 	if mode, ok := in.GetMode(); ok {
-		var err error
-		if h != nil {
-			err = unix.Fchmod(h.fd, mode)
-		} else {
-			err = unix.Fchmodat(rootFd, rel, mode, 0)
-		}
-		if err != nil {
+		if err := s.chmod(mode); err != nil {
 			return toErrno(err)
 		}
 	}
@@ -116,19 +166,13 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		if gok {
 			g = int(gid)
 		}
-		var err error
-		if h != nil {
-			err = unix.Fchown(h.fd, u, g)
-		} else {
-			err = unix.Fchownat(rootFd, rel, u, g, unix.AT_SYMLINK_NOFOLLOW)
-		}
-		if err != nil {
+		if err := s.chown(u, g); err != nil {
 			return toErrno(err)
 		}
 	}
 	// Truncate before setting times, so an explicit mtime survives.
 	if sz, ok := in.GetSize(); ok {
-		if errno := n.truncate(h, rel, sz); errno != 0 {
+		if errno := n.truncate(s, sz); errno != 0 {
 			return errno
 		}
 	}
@@ -146,15 +190,13 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 				ts[1] = unix.Timespec{Nsec: unix.UTIME_NOW}
 			}
 		}
-		var err error
-		if h != nil {
-			err = futimens(h.fd, &ts)
-		} else {
-			err = unix.UtimesNanoAt(rootFd, rel, ts[:], unix.AT_SYMLINK_NOFOLLOW)
-		}
-		if err != nil {
+		if err := s.utimes(&ts); err != nil {
 			return toErrno(err)
 		}
+	}
+	if s.owned {
+		// An unlinked file: report through its descriptor.
+		f = &fileHandle{fd: s.fd}
 	}
 	if errno := n.Getattr(ctx, f, out); errno != 0 {
 		return errno
@@ -189,11 +231,11 @@ var _ fs.NodeTmpfiler = (*node)(nil)
 // backing directory, encrypted like any other file. It has no name to
 // encrypt until it is linked into place (see Link).
 func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
-	dir, errno := n.relPath()
+	d, errno := n.dir()
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	fd, err := openBeneath(n.fsys.rootFd, dir, backingFlags(flags)|unix.O_TMPFILE|int(flags)&unix.O_EXCL, mode&0o7777)
+	fd, err := d.OpenTmpFile(backingFlags(flags)|int(flags)&unix.O_EXCL, mode&0o7777)
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
 	}
@@ -202,8 +244,8 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 		unix.Close(fd)
 		return nil, nil, 0, toErrno(err)
 	}
-	n.adopt(ctx, fd, dir, "", &st, mode)
-	h := &fileHandle{fd: fd, rel: join(dir, "(unnamed)")}
+	n.adopt(ctx, d, "", fd, &st, mode)
+	h := &fileHandle{fd: fd, rel: n.childLogPath("(unnamed)")}
 	child := n.fsys.newNode()
 	child.size.Store(0)
 	n.fsys.fillAttr(&st, &out.Attr)
@@ -213,14 +255,13 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 }
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
-	dir, b, errno := n.prepareEntry(name)
+	d, b, errno := n.prepareEntry(name)
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	rel := join(dir, b)
-	fd, err := openBeneath(n.fsys.rootFd, rel, backingFlags(flags)|unix.O_CREAT|int(flags)&(unix.O_EXCL|unix.O_TRUNC), mode&0o7777)
+	fd, err := d.OpenFile(b, backingFlags(flags)|unix.O_CREAT|int(flags)&(unix.O_EXCL|unix.O_TRUNC), mode&0o7777)
 	if err != nil {
-		n.abandonEntry(dir, b)
+		n.abandonEntry(d, b)
 		return nil, nil, 0, toErrno(err)
 	}
 	var st unix.Statx_t
@@ -228,8 +269,8 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		unix.Close(fd)
 		return nil, nil, 0, toErrno(err)
 	}
-	n.adopt(ctx, fd, dir, rel, &st, mode)
-	h := &fileHandle{fd: fd, rel: rel}
+	n.adopt(ctx, d, b, fd, &st, mode)
+	h := &fileHandle{fd: fd, rel: n.childLogPath(b)}
 	// The node is new (go-fuse registers it exclusively), so its size
 	// is known without another stat on the first write.
 	child := n.fsys.newNode()
@@ -241,20 +282,23 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 }
 
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	rel, errno := n.relPath()
+	d, b, errno := n.entry()
 	if errno != 0 {
 		return nil, 0, errno
 	}
-	fd, err := openBeneath(n.fsys.rootFd, rel, backingFlags(flags), 0)
+	fd, err := d.OpenFile(b, backingFlags(flags), 0)
 	if err != nil {
+		if errors.Is(err, backing.ErrNotRegular) {
+			n.fsys.log.WithField("path", n.logPath()).Error("a file in the backing folder was replaced by another type")
+		}
 		return nil, 0, toErrno(err)
 	}
-	h := &fileHandle{fd: fd, rel: rel}
+	h := &fileHandle{fd: fd, rel: n.logPath()}
 	if flags&syscall.O_TRUNC != 0 {
 		// (Kernels without atomic O_TRUNC, which go-fuse does not ask
 		// for, send a truncating SETATTR instead.) A read-only open
 		// may truncate too, so truncate opens its own descriptor.
-		if errno := n.truncate(nil, rel, 0); errno != 0 {
+		if errno := n.truncate(self{fd: -1, dir: d, name: b}, 0); errno != 0 {
 			unix.Close(fd)
 			return nil, 0, errno
 		}
@@ -264,62 +308,73 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	dir, b, errno := n.prepareEntry(name)
+	pd, b, errno := n.prepareEntry(name)
 	if errno != 0 {
 		return nil, errno
 	}
-	rel := join(dir, b)
-	rootFd := n.fsys.rootFd
 	// Owner rwx until the IV is in, for a daemon that is not root; adopt
 	// sets the requested mode afterwards.
-	if err := unix.Mkdirat(rootFd, rel, mode&0o7777|0o700); err != nil {
-		n.abandonEntry(dir, b)
+	if err := pd.Mkdir(b, mode&0o7777|0o700); err != nil {
+		n.abandonEntry(pd, b)
 		return nil, toErrno(err)
 	}
 	// The IV goes in before the directory is announced: a directory
 	// without IV can hold no names. A crash in between leaves an empty
 	// directory without IV, which loadDirIV repairs.
-	iv, errno := n.fsys.writeDirIV(rel)
-	if errno != 0 {
-		unix.Unlinkat(rootFd, rel, unix.AT_REMOVEDIR)
-		n.abandonEntry(dir, b)
-		return nil, errno
+	d, err := pd.OpenDir(b)
+	var iv []byte
+	if err == nil {
+		if iv, err = backing.CreateDirIV(d); err != nil {
+			d.Close()
+		}
 	}
-	var st unix.Statx_t
-	if err := lstatAt(rootFd, rel, &st); err != nil {
+	if err != nil {
+		pd.Rmdir(b)
+		n.abandonEntry(pd, b)
 		return nil, toErrno(err)
 	}
-	n.adopt(ctx, -1, dir, rel, &st, mode)
+	var st unix.Statx_t
+	if err := d.Stat(&st); err != nil {
+		d.Close()
+		return nil, toErrno(err)
+	}
+	n.adopt(ctx, pd, b, d.Fd(), &st, mode)
 	child := n.fsys.newNode()
 	child.iv = iv
+	child.bdir.Store(d)
+	n.fsys.keepDir(d)
 	n.fsys.fillAttr(&st, &out.Attr)
-	return n.NewInode(ctx, child, n.fsys.stableAttr(&st)), 0
+	ch := n.NewInode(ctx, child, n.fsys.stableAttr(&st))
+	if ch.Operations().(*node) != child {
+		// go-fuse found a live node for this inode (it cannot happen for
+		// a new directory, but the descriptor must not leak if it does).
+		n.fsys.closeDir(child.bdir.Swap(nil))
+	}
+	return ch, 0
 }
 
 func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	switch mode & syscall.S_IFMT {
-	case syscall.S_IFIFO, syscall.S_IFSOCK, syscall.S_IFREG:
-	case syscall.S_IFCHR, syscall.S_IFBLK:
-		// A device node in the backing folder would be live on the host,
-		// outside the nodev mount: refuse, as a rootless container would.
-		return nil, syscall.EPERM
+	case syscall.S_IFIFO, syscall.S_IFSOCK, syscall.S_IFREG, syscall.S_IFCHR, syscall.S_IFBLK:
+		// Device nodes are stored as ext4 stores them. The mount is
+		// nodev, so they open nothing through it; and securevol never
+		// opens one in the backing folder (package backing).
 	default:
 		return nil, syscall.EINVAL
 	}
-	dir, b, errno := n.prepareEntry(name)
+	d, b, errno := n.prepareEntry(name)
 	if errno != 0 {
 		return nil, errno
 	}
-	rel := join(dir, b)
-	if err := unix.Mknodat(n.fsys.rootFd, rel, mode, 0); err != nil {
-		n.abandonEntry(dir, b)
+	if err := d.Mknod(b, mode, uint64(dev)); err != nil {
+		n.abandonEntry(d, b)
 		return nil, toErrno(err)
 	}
 	var st unix.Statx_t
-	if err := lstatAt(n.fsys.rootFd, rel, &st); err != nil {
+	if err := d.Lstat(b, &st); err != nil {
 		return nil, toErrno(err)
 	}
-	n.adopt(ctx, -1, dir, rel, &st, mode)
+	n.adopt(ctx, d, b, -1, &st, mode)
 	return n.newChild(ctx, &st, out), 0
 }
 
@@ -328,43 +383,40 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	if err != nil {
 		return nil, syscall.ENAMETOOLONG
 	}
-	dir, b, errno := n.prepareEntry(name)
+	d, b, errno := n.prepareEntry(name)
 	if errno != 0 {
 		return nil, errno
 	}
-	rel := join(dir, b)
-	if err := unix.Symlinkat(sealed, n.fsys.rootFd, rel); err != nil {
-		n.abandonEntry(dir, b)
+	if err := d.Symlink(sealed, b); err != nil {
+		n.abandonEntry(d, b)
 		return nil, toErrno(err)
 	}
 	var st unix.Statx_t
-	if err := lstatAt(n.fsys.rootFd, rel, &st); err != nil {
+	if err := d.Lstat(b, &st); err != nil {
 		return nil, toErrno(err)
 	}
-	n.adopt(ctx, -1, dir, rel, &st, uint32(st.Mode))
+	n.adopt(ctx, d, b, -1, &st, uint32(st.Mode))
 	return n.newChild(ctx, &st, out), 0
 }
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	rel, errno := n.relPath()
+	d, b, errno := n.entry()
 	if errno != 0 {
 		return nil, errno
 	}
-	for size := 4096; ; size *= 2 {
-		buf := make([]byte, size)
-		k, err := unix.Readlinkat(n.fsys.rootFd, rel, buf)
-		if err != nil {
-			return nil, toErrno(err)
+	stored, err := d.Readlink(b)
+	if err != nil {
+		if errors.Is(err, backing.ErrTooLarge) {
+			n.fsys.authFailed("symlink target", n.logPath(), err, nil)
 		}
-		if k < size {
-			target, err := n.fsys.keys.OpenSymlink(string(buf[:k]))
-			if err != nil {
-				n.fsys.authFailed("symlink target", rel, err, nil)
-				return nil, syscall.EIO
-			}
-			return []byte(target), 0
-		}
+		return nil, toErrno(err)
 	}
+	target, err := n.fsys.keys.OpenSymlink(stored)
+	if err != nil {
+		n.fsys.authFailed("symlink target", n.logPath(), err, nil)
+		return nil, syscall.EIO
+	}
+	return []byte(target), 0
 }
 
 func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
@@ -372,77 +424,86 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if !ok || t.fsys != n.fsys {
 		return nil, syscall.EXDEV
 	}
-	trel, errno := t.relPath()
-	src, srcPath, flags := n.fsys.rootFd, trel, 0
+	td, tb, errno := t.entry()
+	tfd := -1
 	if errno != 0 {
 		// An O_TMPFILE (or unlinked) file has no backing name: link its
 		// open descriptor, as linkat(AT_EMPTY_PATH) does on ext4. The
 		// kernel refuses it (ENOENT) for a file that once had a name.
-		fd, _ := t.openDup()
-		if fd < 0 {
+		if tfd = t.openDup(); tfd < 0 {
 			return nil, syscall.ENOENT
 		}
-		defer unix.Close(fd)
-		src, srcPath, flags = fd, "", unix.AT_EMPTY_PATH
+		defer unix.Close(tfd)
 	}
-	dir, b, errno := n.prepareEntry(name)
+	d, b, errno := n.prepareEntry(name)
 	if errno != 0 {
 		return nil, errno
 	}
-	rel := join(dir, b)
-	if err := unix.Linkat(src, srcPath, n.fsys.rootFd, rel, flags); err != nil {
-		n.abandonEntry(dir, b)
+	var err error
+	if tfd >= 0 {
+		err = d.LinkFd(tfd, b)
+	} else {
+		err = d.Link(td, tb, b)
+	}
+	if err != nil {
+		n.abandonEntry(d, b)
 		return nil, toErrno(err)
 	}
 	var st unix.Statx_t
-	if err := lstatAt(n.fsys.rootFd, rel, &st); err != nil {
+	if err := d.Lstat(b, &st); err != nil {
 		return nil, toErrno(err)
 	}
 	return n.newChild(ctx, &st, out), 0
 }
 
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
-	rel, b, long, errno := n.childPath(name)
+	d, errno := n.dir()
 	if errno != 0 {
 		return errno
 	}
-	if err := unix.Unlinkat(n.fsys.rootFd, rel, 0); err != nil {
+	b, long, errno := n.backingName(name)
+	if errno != 0 {
+		return errno
+	}
+	if err := d.Unlink(b); err != nil {
 		return toErrno(err)
 	}
 	if long {
-		n.removeSidecar(b)
+		backing.RemoveLongName(d, b)
 	}
 	return 0
 }
 
 func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
-	rel, b, long, errno := n.childPath(name)
+	d, errno := n.dir()
 	if errno != 0 {
 		return errno
 	}
-	if errno := n.fsys.removeEmptyDir(rel, func(rel string) error {
-		return unix.Unlinkat(n.fsys.rootFd, rel, unix.AT_REMOVEDIR)
-	}); errno != 0 {
+	b, long, errno := n.backingName(name)
+	if errno != 0 {
+		return errno
+	}
+	if errno := removeEmptyDir(d, b, func() error { return d.Rmdir(b) }); errno != 0 {
 		return errno
 	}
 	if long {
-		n.removeSidecar(b)
+		backing.RemoveLongName(d, b)
 	}
 	return 0
 }
 
-// removeEmptyDir runs remove (an rmdir, or a rename over the directory)
-// on backing directory rel if it holds only bookkeeping, which it deletes
-// first: IV last, and put back if remove fails.
-func (f *fsys) removeEmptyDir(rel string, remove func(rel string) error) syscall.Errno {
-	fd, err := openBeneath(f.rootFd, rel, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+// removeEmptyDir runs remove (an rmdir, or a rename over the directory) on
+// the backing directory b in pd if it holds only bookkeeping, which it
+// deletes first: IV last, and put back if remove fails.
+func removeEmptyDir(pd *backing.Dir, b string, remove func() error) syscall.Errno {
+	d, err := pd.OpenDir(b)
 	if err != nil {
 		return toErrno(err)
 	}
-	defer unix.Close(fd)
+	defer d.Close()
 	var internal []string
 	empty := true
-	if errno := readDirNames(fd, func(name string, ino uint64, typ uint8) bool {
+	if err := d.ReadNames(func(name string, ino uint64, typ uint8) bool {
 		switch {
 		case name == "." || name == ".." || name == crypto.DirIVName:
 		case crypto.IsInternalName(name):
@@ -452,28 +513,20 @@ func (f *fsys) removeEmptyDir(rel string, remove func(rel string) error) syscall
 			return false
 		}
 		return true
-	}); errno != 0 {
-		return errno
+	}); err != nil {
+		return toErrno(err)
 	}
 	if !empty {
 		return syscall.ENOTEMPTY
 	}
-	var iv [crypto.DirIVSize + 1]byte
-	ivLen := 0
-	if ivFd, err := unix.Openat(fd, crypto.DirIVName, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err == nil {
-		ivLen, _ = preadFull(ivFd, iv[:], 0)
-		unix.Close(ivFd)
-	}
+	iv, ivErr := backing.ReadDirIV(d)
 	for _, name := range internal {
-		unix.Unlinkat(fd, name, 0)
+		d.Unlink(name)
 	}
-	unix.Unlinkat(fd, crypto.DirIVName, 0)
-	if err := remove(rel); err != nil {
-		if ivLen == crypto.DirIVSize {
-			if ivFd, err := unix.Openat(fd, crypto.DirIVName, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o444); err == nil {
-				pwriteFull(ivFd, iv[:crypto.DirIVSize], 0)
-				unix.Close(ivFd)
-			}
+	d.Unlink(crypto.DirIVName)
+	if err := remove(); err != nil {
+		if ivErr == nil {
+			d.WriteNew(crypto.DirIVName, iv, 0o444)
 		}
 		return toErrno(err)
 	}
@@ -490,26 +543,28 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if flags&^renameFlags != 0 {
 		return syscall.EINVAL // RENAME_WHITEOUT is for overlayfs
 	}
-	oldRel, ob, olong, errno := n.childPath(name)
+	od, errno := n.dir()
 	if errno != 0 {
 		return errno
 	}
-	newDir, nb, errno := np.prepareEntry(newName)
+	ob, olong, errno := n.backingName(name)
 	if errno != 0 {
 		return errno
 	}
-	newRel := join(newDir, nb)
-	if oldRel == newRel {
+	nd, nb, errno := np.prepareEntry(newName)
+	if errno != 0 {
+		return errno
+	}
+	if od == nd && ob == nb {
 		return 0
 	}
-	rootFd := n.fsys.rootFd
-	err := unix.Renameat2(rootFd, oldRel, rootFd, newRel, uint(flags))
+	err := backing.Rename(od, ob, nd, nb, uint(flags))
 	if (err == unix.ENOTEMPTY || err == unix.EEXIST) && flags == 0 {
 		// The target may be a directory that is empty but for its IV.
 		var st unix.Statx_t
-		if lstatAt(rootFd, newRel, &st) == nil && uint32(st.Mode)&syscall.S_IFMT == syscall.S_IFDIR {
-			errno := n.fsys.removeEmptyDir(newRel, func(string) error {
-				return unix.Renameat2(rootFd, oldRel, rootFd, newRel, 0)
+		if nd.Lstat(nb, &st) == nil && uint32(st.Mode)&syscall.S_IFMT == syscall.S_IFDIR {
+			errno := removeEmptyDir(nd, nb, func() error {
+				return backing.Rename(od, ob, nd, nb, 0)
 			})
 			err = nil
 			if errno != 0 {
@@ -518,15 +573,15 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		}
 	}
 	if err != nil {
-		np.abandonEntry(newDir, nb)
+		np.abandonEntry(nd, nb)
 		return toErrno(err)
 	}
 	if olong && flags&unix.RENAME_EXCHANGE == 0 {
 		// Renaming one hard link onto another of the same file leaves
 		// both names in place.
 		var st unix.Statx_t
-		if lstatAt(rootFd, oldRel, &st) == unix.ENOENT {
-			n.removeSidecar(ob)
+		if od.Lstat(ob, &st) == unix.ENOENT {
+			backing.RemoveLongName(od, ob)
 		}
 	}
 	return 0
@@ -534,7 +589,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	var s unix.Statfs_t
-	if err := unix.Fstatfs(n.fsys.rootFd, &s); err != nil {
+	if err := unix.Fstatfs(n.fsys.root.Fd(), &s); err != nil {
 		return toErrno(err)
 	}
 	out.Blocks = s.Blocks
@@ -549,121 +604,65 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 }
 
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	rel, errno := n.relPath()
+	d, errno := n.dir()
 	if errno != 0 {
 		return nil, 0, errno
 	}
-	fd, err := openBeneath(n.fsys.rootFd, rel, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	// A descriptor of its own: a listing has its own offset.
+	l, err := d.Reopen()
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
 	// The kernel may keep listings: every change to a directory passes
 	// through it, and it drops a directory's cached listing on each.
-	return &dirHandle{n: n, fd: fd, rel: rel}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+	return &dirHandle{n: n, d: l}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // prepareEntry returns the backing directory and name for a new entry
 // name in n, and for a long name writes its sidecar first: a crash then
 // leaves at most an orphaned sidecar, never a name that cannot be listed.
-func (n *node) prepareEntry(name string) (dir, backing string, errno syscall.Errno) {
-	dir, errno = n.relPath()
+func (n *node) prepareEntry(name string) (*backing.Dir, string, syscall.Errno) {
+	d, errno := n.dir()
 	if errno != 0 {
-		return "", "", errno
+		return nil, "", errno
 	}
-	backing, long, errno := n.backingName(name)
+	b, long, errno := n.backingName(name)
 	if errno != 0 {
-		return "", "", errno
+		return nil, "", errno
 	}
 	if long {
 		enc, errno := n.encodedName(name)
 		if errno != 0 {
-			return "", "", errno
+			return nil, "", errno
 		}
-		if errno := n.fsys.writeSidecar(join(dir, crypto.LongNameSidecar(backing)), enc); errno != 0 {
-			return "", "", errno
+		if err := backing.WriteLongName(d, b, enc); err != nil {
+			return nil, "", toErrno(err)
 		}
 	}
-	return dir, backing, 0
+	return d, b, 0
 }
 
 // abandonEntry undoes prepareEntry after creating the entry failed: a
 // long name's sidecar goes unless an entry of that name exists (an
 // EEXIST, whose sidecar it is).
-func (n *node) abandonEntry(dir, backing string) {
-	if !crypto.IsLongName(backing) {
+func (n *node) abandonEntry(d *backing.Dir, b string) {
+	if !crypto.IsLongName(b) {
 		return
 	}
 	var st unix.Statx_t
-	if lstatAt(n.fsys.rootFd, join(dir, backing), &st) == unix.ENOENT {
-		unix.Unlinkat(n.fsys.rootFd, join(dir, crypto.LongNameSidecar(backing)), 0)
+	if d.Lstat(b, &st) == unix.ENOENT {
+		backing.RemoveLongName(d, b)
 	}
-}
-
-// writeSidecar stores a long name's encoded form. Its content follows from
-// its name, so an existing intact sidecar is left alone.
-func (f *fsys) writeSidecar(rel, enc string) syscall.Errno {
-	for try := 0; ; try++ {
-		fd, err := openBeneath(f.rootFd, rel, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o400)
-		if err == unix.EEXIST && try == 0 {
-			if old, err := f.readSidecar(rel); err == nil && old == enc {
-				return 0
-			}
-			unix.Unlinkat(f.rootFd, rel, 0)
-			continue
-		}
-		if err != nil {
-			return toErrno(err)
-		}
-		_, err = pwriteFull(fd, []byte(enc), 0)
-		if cerr := unix.Close(fd); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			unix.Unlinkat(f.rootFd, rel, 0)
-			return toErrno(err)
-		}
-		return 0
-	}
-}
-
-func (f *fsys) readSidecar(rel string) (string, error) {
-	fd, err := openBeneath(f.rootFd, rel, unix.O_RDONLY, 0)
-	if err != nil {
-		return "", err
-	}
-	defer unix.Close(fd)
-	return readSmall(fd)
-}
-
-// readSmall reads a sidecar: an encoded name of at most a few KiB.
-func readSmall(fd int) (string, error) {
-	buf := make([]byte, 8192)
-	k, err := preadFull(fd, buf, 0)
-	if err != nil {
-		return "", err
-	}
-	if k == len(buf) {
-		return "", crypto.ErrAuth
-	}
-	return string(bytes.TrimSpace(buf[:k])), nil
-}
-
-func (n *node) removeSidecar(backing string) {
-	dir, errno := n.relPath()
-	if errno != 0 {
-		return
-	}
-	unix.Unlinkat(n.fsys.rootFd, join(dir, crypto.LongNameSidecar(backing)), 0)
 }
 
 // adopt gives a new entry the owner and mode a local file system would:
 // when we run as root, the caller owns it (the group stays if a setgid
 // directory chose it); and mode bits our own umask stripped are restored.
-// fd is the open entry or -1, rel its backing path in backing directory
-// dir. st is updated.
-func (n *node) adopt(ctx context.Context, fd int, dir, rel string, st *unix.Statx_t, mode uint32) {
+// The entry is b in backing directory d, or fd if that is ≥ 0 (an
+// O_TMPFILE has no name). st is updated.
+func (n *node) adopt(ctx context.Context, d *backing.Dir, b string, fd int, st *unix.Statx_t, mode uint32) {
 	f := n.fsys
-	rootFd := f.rootFd
+	s := self{fd: fd, dir: d, name: b}
 	typ := uint32(st.Mode) & syscall.S_IFMT
 	chowned := false
 	if caller, ok := fuse.FromContext(ctx); ok && f.euid == 0 {
@@ -671,17 +670,11 @@ func (n *node) adopt(ctx context.Context, fd int, dir, rel string, st *unix.Stat
 		if caller.Uid != st.Uid {
 			uid = int(caller.Uid)
 		}
-		if caller.Gid != st.Gid && !f.inheritedGroup(dir, st) {
+		if caller.Gid != st.Gid && !f.inheritedGroup(d, st) {
 			gid = int(caller.Gid)
 		}
 		if uid != -1 || gid != -1 {
-			var err error
-			if fd >= 0 {
-				err = unix.Fchown(fd, uid, gid)
-			} else {
-				err = unix.Fchownat(rootFd, rel, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
-			}
-			if err == nil {
+			if err := s.chown(uid, gid); err == nil {
 				chowned = true
 				if uid != -1 {
 					st.Uid = uint32(uid)
@@ -706,29 +699,17 @@ func (n *node) adopt(ctx context.Context, fd int, dir, rel string, st *unix.Stat
 	if typ != syscall.S_IFDIR {
 		newMode = want
 	}
-	var err error
-	if fd >= 0 {
-		err = unix.Fchmod(fd, newMode)
-	} else {
-		err = unix.Fchmodat(rootFd, rel, newMode, 0)
-	}
-	if err == nil {
+	if err := s.chmod(newMode); err == nil {
 		st.Mode = uint16(uint32(st.Mode)&syscall.S_IFMT | newMode)
 	}
 }
 
 // inheritedGroup reports whether a new entry's group came from a setgid
-// directory rather than from the daemon.
-func (f *fsys) inheritedGroup(dir string, st *unix.Statx_t) bool {
+// directory d rather than from the daemon.
+func (f *fsys) inheritedGroup(d *backing.Dir, st *unix.Statx_t) bool {
 	if st.Gid != f.egid {
 		return true
 	}
 	var dst unix.Statx_t
-	var err error
-	if dir == "." {
-		err = fstatx(f.rootFd, &dst)
-	} else {
-		err = lstatAt(f.rootFd, dir, &dst)
-	}
-	return err == nil && dst.Mode&syscall.S_ISGID != 0
+	return d.Stat(&dst) == nil && dst.Mode&syscall.S_ISGID != 0
 }

@@ -31,62 +31,36 @@ var (
 	_ = (fs.NodeListxattrer)((*node)(nil))
 )
 
-// xattrTarget is where the xattr calls act, which have no *at form: the
-// absolute backing path, or for an open file without a name left a
-// duplicate of one of its descriptors.
-type xattrTarget struct {
-	path string
-	fd   int // ≥ 0: use (and close) this instead of path
+// The xattr calls act on the node's own entry (see self): through a
+// descriptor where there is one, else by name in the parent directory,
+// which package backing does without following a symlink there.
+
+func (s self) getxattr(attr string, dest []byte) (int, error) {
+	if s.fd >= 0 {
+		return unix.Fgetxattr(s.fd, attr, dest)
+	}
+	return s.dir.Getxattr(s.name, attr, dest)
 }
 
-func (x xattrTarget) close() {
-	if x.fd >= 0 {
-		unix.Close(x.fd)
+func (s self) setxattr(attr string, data []byte, flags int) error {
+	if s.fd >= 0 {
+		return unix.Fsetxattr(s.fd, attr, data, flags)
 	}
+	return s.dir.Setxattr(s.name, attr, data, flags)
 }
 
-func (x xattrTarget) get(name string, dest []byte) (int, error) {
-	if x.fd >= 0 {
-		return unix.Fgetxattr(x.fd, name, dest)
+func (s self) removexattr(attr string) error {
+	if s.fd >= 0 {
+		return unix.Fremovexattr(s.fd, attr)
 	}
-	return unix.Lgetxattr(x.path, name, dest)
+	return s.dir.Removexattr(s.name, attr)
 }
 
-func (x xattrTarget) set(name string, data []byte, flags int) error {
-	if x.fd >= 0 {
-		return unix.Fsetxattr(x.fd, name, data, flags)
+func (s self) listxattr(dest []byte) (int, error) {
+	if s.fd >= 0 {
+		return unix.Flistxattr(s.fd, dest)
 	}
-	return unix.Lsetxattr(x.path, name, data, flags)
-}
-
-func (x xattrTarget) remove(name string) error {
-	if x.fd >= 0 {
-		return unix.Fremovexattr(x.fd, name)
-	}
-	return unix.Lremovexattr(x.path, name)
-}
-
-func (x xattrTarget) list(dest []byte) (int, error) {
-	if x.fd >= 0 {
-		return unix.Flistxattr(x.fd, dest)
-	}
-	return unix.Llistxattr(x.path, dest)
-}
-
-func (n *node) xattrPath() (xattrTarget, syscall.Errno) {
-	rel, errno := n.relPath()
-	if errno == syscall.ENOENT {
-		if fd, _ := n.openDup(); fd >= 0 {
-			return xattrTarget{fd: fd}, 0
-		}
-	}
-	if errno != 0 {
-		return xattrTarget{}, errno
-	}
-	if rel == "." {
-		return xattrTarget{path: n.fsys.dir, fd: -1}, 0
-	}
-	return xattrTarget{path: n.fsys.dir + "/" + rel, fd: -1}, 0
+	return s.dir.Listxattr(s.name, dest)
 }
 
 func unsupportedXattr(attr string) bool {
@@ -109,22 +83,22 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if errno != 0 {
 		return 0, errno
 	}
-	p, errno := n.xattrPath()
+	p, errno := n.self(nil)
 	if errno != 0 {
 		return 0, errno
 	}
 	defer p.close()
 	if len(dest) == 0 {
-		sz, err := p.get(name, nil)
+		sz, err := p.getxattr(name, nil)
 		if err != nil {
 			return 0, toErrno(err)
 		}
 		return uint32(max(sz-crypto.NonceSize-crypto.TagSize, 0)), 0
 	}
 	sealed := make([]byte, len(dest)+crypto.NonceSize+crypto.TagSize)
-	sz, err := p.get(name, sealed)
+	sz, err := p.getxattr(name, sealed)
 	if err == unix.ERANGE {
-		if sz, err = p.get(name, nil); err == nil {
+		if sz, err = p.getxattr(name, nil); err == nil {
 			return uint32(max(sz-crypto.NonceSize-crypto.TagSize, 0)), syscall.ERANGE
 		}
 	}
@@ -133,8 +107,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	}
 	value, err := n.fsys.keys.OpenXattrValue(attr, sealed[:sz])
 	if err != nil {
-		rel, _ := n.relPath()
-		n.fsys.authFailed("xattr value", rel, err, map[string]any{"xattr": name})
+		n.fsys.authFailed("xattr value", n.logPath(), err, map[string]any{"xattr": name})
 		return 0, syscall.EIO
 	}
 	if len(value) > len(dest) {
@@ -148,12 +121,12 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if errno != 0 {
 		return errno
 	}
-	p, errno := n.xattrPath()
+	p, errno := n.self(nil)
 	if errno != 0 {
 		return errno
 	}
 	defer p.close()
-	return toErrno(p.set(name, n.fsys.keys.SealXattrValue(attr, data), int(flags)))
+	return toErrno(p.setxattr(name, n.fsys.keys.SealXattrValue(attr, data), int(flags)))
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
@@ -161,23 +134,23 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if errno != 0 {
 		return errno
 	}
-	p, errno := n.xattrPath()
+	p, errno := n.self(nil)
 	if errno != 0 {
 		return errno
 	}
 	defer p.close()
-	return toErrno(p.remove(name))
+	return toErrno(p.removexattr(name))
 }
 
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	p, errno := n.xattrPath()
+	p, errno := n.self(nil)
 	if errno != 0 {
 		return 0, errno
 	}
 	defer p.close()
 	var raw []byte
 	for {
-		sz, err := p.list(nil)
+		sz, err := p.listxattr(nil)
 		if err != nil {
 			return 0, toErrno(err)
 		}
@@ -185,7 +158,7 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 			return 0, 0
 		}
 		raw = make([]byte, sz)
-		sz, err = p.list(raw)
+		sz, err = p.listxattr(raw)
 		if err == unix.ERANGE {
 			continue // grew in between
 		}

@@ -36,10 +36,10 @@ func newFilesystem(name string, cfg config) (*filesystem, error) {
 	switch name {
 	case "plain":
 		f.root = filepath.Join(f.base, "dir")
-	case "securevol", "gocryptfs":
+	case "securevol", "gocryptfs", "baseline":
 		f.root = filepath.Join(f.base, "mnt")
 	default:
-		return nil, fmt.Errorf("unknown filesystem %q (want plain, securevol or gocryptfs)", name)
+		return nil, fmt.Errorf("unknown filesystem %q (want plain, securevol, baseline or gocryptfs)", name)
 	}
 	return f, nil
 }
@@ -56,15 +56,18 @@ func (f *filesystem) setup(ctx context.Context) error {
 	case "plain":
 		return nil
 	case "securevol":
-		return f.setupSecurevol(ctx)
+		return f.setupSecurevol(ctx, f.cfg.securevol)
+	case "baseline":
+		return f.setupSecurevol(ctx, f.cfg.baseline)
 	case "gocryptfs":
 		return f.setupGocryptfs(ctx)
 	}
 	return nil
 }
 
-func (f *filesystem) setupSecurevol(ctx context.Context) error {
-	bin := f.cfg.securevol
+// setupSecurevol mounts a fresh volume with the securevol binary bin (the
+// build under test, or -baseline's build of another commit).
+func (f *filesystem) setupSecurevol(ctx context.Context, bin string) error {
 	key := filepath.Join(f.base, "master.key")
 	cipher := filepath.Join(f.base, "cipher")
 	if err := os.Mkdir(cipher, 0o700); err != nil {
@@ -273,6 +276,8 @@ func versions(cfg config, fss []*filesystem) []string {
 		switch f.name {
 		case "securevol":
 			v = append(v, "securevol: "+version(cfg.securevol, "version"))
+		case "baseline":
+			v = append(v, "baseline: "+version(cfg.baseline, "version"))
 		case "gocryptfs":
 			v = append(v, "gocryptfs: "+version(cfg.gocryptfs, "-version"))
 		}

@@ -29,6 +29,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -39,6 +40,7 @@ import (
 type config struct {
 	scratch      string
 	securevol    string
+	baseline     string // another securevol build, measured side by side
 	gocryptfs    string
 	tarSrc       string
 	rounds       int
@@ -61,6 +63,7 @@ func run() int {
 	var fsList, wlList, mountArgs string
 	flag.StringVar(&cfg.scratch, "scratch", "/var/tmp/securevol-bench", "scratch directory holding every backing folder and the tarball (all on one filesystem)")
 	flag.StringVar(&cfg.securevol, "securevol", "bin/securevol", "securevol binary (make build)")
+	flag.StringVar(&cfg.baseline, "baseline", "", "another securevol binary (e.g. built from main before a change) to measure side by side as filesystem \"baseline\"")
 	flag.StringVar(&cfg.gocryptfs, "gocryptfs", "gocryptfs", "gocryptfs binary")
 	flag.StringVar(&cfg.tarSrc, "tar-src", filepath.Join(runtime.GOROOT(), "src"), "source tree to tar once and untar in every round")
 	flag.IntVar(&cfg.rounds, "rounds", 3, "rounds per filesystem; the median is reported")
@@ -91,6 +94,9 @@ func run() int {
 		for _, w := range strings.Split(wlList, ",") {
 			cfg.workloads[strings.TrimSpace(w)] = true
 		}
+	}
+	if cfg.baseline != "" && !slices.Contains(cfg.filesystems, "baseline") {
+		cfg.filesystems = append(cfg.filesystems, "baseline")
 	}
 	cfg.mountArgs = strings.Fields(mountArgs)
 	if cfg.perf {

@@ -1,0 +1,35 @@
+package backing
+
+import "golang.org/x/sys/unix"
+
+// Sentinel errors. Each is also an I/O error (errors.Is(err, unix.EIO)),
+// so a FUSE operation that meets one answers EIO without a mapping table:
+// whatever an attacker planted, the most a reader sees is EIO.
+var (
+	// ErrNotRegular: a name that must be a regular file is something else
+	// (a symlink, FIFO, socket, device or directory).
+	ErrNotRegular = wrongType("not a regular file")
+	// ErrNotDir: a name that must be a directory is something else.
+	ErrNotDir = wrongType("not a directory")
+	// ErrBadName: a name is empty, ".", "..", or holds '/' or NUL. Backing
+	// names are always one path component.
+	ErrBadName = wrongType("not a single path component")
+	// ErrTooLarge: a small bookkeeping file (header, IV, sidecar) is larger
+	// than any that securevol writes.
+	ErrTooLarge = wrongType("larger than securevol ever writes")
+	// ErrDamaged: a bookkeeping file has the wrong size.
+	ErrDamaged = wrongType("damaged bookkeeping file")
+	// ErrNotSymlink: a name that must be a symlink is something else.
+	ErrNotSymlink = wrongType("not a symlink")
+)
+
+type backingError struct{ msg string }
+
+func wrongType(msg string) error { return &backingError{msg} }
+
+func (e *backingError) Error() string { return "backing folder: " + e.msg }
+
+// Is makes every backing error an EIO as well.
+func (e *backingError) Is(target error) bool { return target == unix.EIO }
+
+func isExist(err error) bool { return err == unix.EEXIST }

@@ -30,7 +30,9 @@ func TestKeyCommandLeavesAProcessBehind(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
+			// The script is written before any subtest forks: a child
+			// forked meanwhile would inherit the open file, and exec of
+			// it would fail with ETXTBSY.
 			dir := t.TempDir()
 			script := filepath.Join(dir, "getkey")
 			// The child keeps the output pipe; not our stderr, which
@@ -46,6 +48,7 @@ func TestKeyCommandLeavesAProcessBehind(t *testing.T) {
 					}
 				}
 			})
+			t.Parallel()
 			start := time.Now()
 			k, err := runKeyCommand(script)
 			took := time.Since(start)

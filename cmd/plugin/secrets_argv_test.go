@@ -121,7 +121,8 @@ func TestNoSecretInProcessList(t *testing.T) {
 	bin := buildServeBinary(t)
 
 	t.Run("key-command", func(t *testing.T) {
-		t.Parallel()
+		// Files are written before t.Parallel: a child forked by another
+		// subtest meanwhile would hold the script open (ETXTBSY at exec).
 		d := newDaemon(t, bin)
 		key := randBytes(32)
 		forms := secretForms(key)
@@ -141,6 +142,7 @@ exec cat $d/key.hex
 		// What the admin writes is passed as is: the command gets no
 		// arguments from the daemon.
 		d.extra = []string{"--key-command", script + " --vault-path secret/securevol"}
+		t.Parallel()
 		started := make(chan error, 1)
 		go func() { started <- d.tryStart() }()
 

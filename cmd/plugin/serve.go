@@ -207,17 +207,19 @@ func runServe(args []string) error {
 	log.WithFields(logrus.Fields{"volumes": rep.Volumes, "recovered": len(rep.Recovered), "finished_removals": len(rep.Finished),
 		"stale_mounts": rep.StaleMounts, "remounted": rep.Remounted, "problems": len(rep.Problems), "took": rep.Took.Round(time.Millisecond)}).Info("state loaded")
 
-	l, err := listenUnix(c.socket, 0o660)
-	if err != nil {
-		return err
-	}
-	srv := driver.NewServer(driver.NewHandler(drv, log), driver.DefaultServerLimits())
 	adminPath := filepath.Join(c.stateDir, adminSocketName)
 	al, err := listenUnix(adminPath, 0o600)
 	if err != nil {
-		l.Close()
 		return err
 	}
+	// The plugin socket comes last: once it shows, the daemon is ready.
+	l, err := listenUnix(c.socket, 0o660)
+	if err != nil {
+		al.Close()
+		os.Remove(adminPath)
+		return err
+	}
+	srv := driver.NewServer(driver.NewHandler(drv, log), driver.DefaultServerLimits())
 	adm := &admin{cfg: c, drv: drv, log: log, keys: keys}
 	asrv := adm.server()
 
@@ -289,21 +291,35 @@ func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
 			return nil, fmt.Errorf("remove stale socket: %w", err)
 		}
 	}
-	l, err := net.Listen("unix", path)
+	// Made in place, the socket would show for a moment with the umask's
+	// mode (0777 under umask 0: anyone could connect) and be found by a
+	// client before it is ready; so it is made under a hidden name and
+	// renamed into place with its mode and owner set.
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".new")
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove the temporary socket a crash left: %w", err)
+	}
+	l, err := net.Listen("unix", tmp)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
-	// Until this chmod the socket has the umask's mode: 0755 or stricter,
-	// which lets no one but root connect.
-	if err := os.Chmod(path, mode); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("socket mode: %w", err)
+	fail := func(what string, err error) (net.Listener, error) {
+		l.Close() // unlinks tmp
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if err := os.Chmod(tmp, mode); err != nil {
+		return fail("socket mode", err)
 	}
 	if os.Geteuid() == 0 {
-		if err := os.Chown(path, 0, 0); err != nil {
-			l.Close()
-			return nil, fmt.Errorf("socket owner: %w", err)
+		if err := os.Chown(tmp, 0, 0); err != nil {
+			return fail("socket owner", err)
 		}
 	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fail("socket", err)
+	}
+	// Close must not unlink tmp: it is gone, and the name may be another
+	// start's by then. runServe removes path itself.
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
 	return l, nil
 }

@@ -140,7 +140,7 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	if err := d.d.Lstat(b, &st); err != nil {
 		return nil, toErrno(err)
 	}
-	return d.n.newChild(ctx, &st, out), 0
+	return d.n.newChild(ctx, d.d, b, &st, out), 0
 }
 
 func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {

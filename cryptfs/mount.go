@@ -74,9 +74,9 @@ type fsys struct {
 	keys *crypto.VolumeKeys
 	root *backing.Dir // the backing folder; everything is reached from it
 	dev  uint64       // its device, mixed into inode numbers as loopback does
-	log    *logrus.Entry
-	euid   uint32
-	egid   uint32
+	log  *logrus.Entry
+	euid uint32
+	egid uint32
 
 	attrTimeout time.Duration // also for SETATTR replies, see Setattr
 
@@ -290,7 +290,7 @@ func (f *fsys) fillAttr(st *unix.Statx_t, a *fuse.Attr) {
 	case syscall.S_IFREG:
 		a.Size = crypto.PlainSize(st.Size)
 	case syscall.S_IFLNK:
-		a.Size = symlinkPlainLen(st.Size)
+		a.Size, _ = crypto.SymlinkPlainLen(st.Size) // see fillLinkSize
 	}
 	a.Blocks = st.Blocks
 	a.Atime, a.Atimensec = uint64(st.Atime.Sec), st.Atime.Nsec
@@ -304,14 +304,24 @@ func (f *fsys) fillAttr(st *unix.Statx_t, a *fuse.Attr) {
 	a.Blksize = st.Blksize
 }
 
-// symlinkPlainLen is the length of the target stored as a sealed, unpadded
-// base64url string of stored bytes: nonce, target, tag.
-func symlinkPlainLen(stored uint64) uint64 {
-	raw := stored * 6 / 8
-	if raw < crypto.NonceSize+crypto.TagSize {
-		return 0
+// fillLinkSize sets the size of a symlink b in d whose target is stored in
+// a file of its own (crypto.SealSymlink): its stored text says nothing of
+// its length. Other entries cost nothing.
+func (f *fsys) fillLinkSize(d *backing.Dir, b string, st *unix.Statx_t, a *fuse.Attr) {
+	if uint32(st.Mode)&syscall.S_IFMT != syscall.S_IFLNK {
+		return
 	}
-	return raw - crypto.NonceSize - crypto.TagSize
+	if _, ok := crypto.SymlinkPlainLen(st.Size); ok {
+		return
+	}
+	stored, err := d.Readlink(b)
+	if err != nil || !crypto.IsLongTarget(stored) {
+		return
+	}
+	var tst unix.Statx_t
+	if f.root.Lstat(stored, &tst) == nil {
+		a.Size = crypto.LongTargetPlainLen(tst.Size)
+	}
 }
 
 // workers is how many goroutines share the crypto of one large request.

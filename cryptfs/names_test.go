@@ -174,7 +174,7 @@ func TestSymlink(t *testing.T) {
 			t.Fatalf("symlink %d: %v", i, err)
 		}
 	}
-	if err := os.Symlink(strings.Repeat("y", 4000), m.path("toolong")); !isErrno(err, syscall.ENAMETOOLONG) {
+	if err := os.Symlink(strings.Repeat("y", 4096), m.path("toolong")); !isErrno(err, syscall.ENAMETOOLONG) {
 		t.Fatalf("over-long target: %v", err)
 	}
 	m.remount()

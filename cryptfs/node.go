@@ -321,10 +321,11 @@ func dirIsEmpty(d *backing.Dir) (bool, syscall.Errno) {
 	return empty, toErrno(err)
 }
 
-// newChild makes (or, through go-fuse, finds) the node for a backing
-// entry and fills out.
-func (n *node) newChild(ctx context.Context, st *unix.Statx_t, out *fuse.EntryOut) *fs.Inode {
+// newChild makes (or, through go-fuse, finds) the node for the backing
+// entry b of d and fills out.
+func (n *node) newChild(ctx context.Context, d *backing.Dir, b string, st *unix.Statx_t, out *fuse.EntryOut) *fs.Inode {
 	n.fsys.fillAttr(st, &out.Attr)
+	n.fsys.fillLinkSize(d, b, st, &out.Attr)
 	return n.NewInode(ctx, n.fsys.newNode(), n.fsys.stableAttr(st))
 }
 

@@ -48,7 +48,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if err := d.Lstat(b, &st); err != nil {
 		return nil, toErrno(err)
 	}
-	return n.newChild(ctx, &st, out), 0
+	return n.newChild(ctx, d, b, &st, out), 0
 }
 
 // self is how an operation reaches n's own backing entry: through a
@@ -122,22 +122,23 @@ func (s self) utimes(ts *[2]unix.Timespec) error {
 
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	var st unix.Statx_t
+	var s self
 	if h, ok := f.(*dirHandle); ok {
-		if err := h.d.Stat(&st); err != nil {
-			return toErrno(err)
-		}
+		s = self{fd: h.d.Fd()}
 	} else {
-		s, errno := n.self(f)
-		if errno != 0 {
+		var errno syscall.Errno
+		if s, errno = n.self(f); errno != 0 {
 			return errno
 		}
-		err := s.stat(&st)
-		s.close()
-		if err != nil {
-			return toErrno(err)
-		}
+		defer s.close()
+	}
+	if err := s.stat(&st); err != nil {
+		return toErrno(err)
 	}
 	n.fsys.fillAttr(&st, &out.Attr)
+	if s.dir != nil {
+		n.fsys.fillLinkSize(s.dir, s.name, &st, &out.Attr)
+	}
 	if sz := n.size.Load(); sz >= 0 && uint32(st.Mode)&syscall.S_IFMT == syscall.S_IFREG {
 		// A write in flight may have grown the backing file partly.
 		out.Size = uint64(sz)
@@ -375,11 +376,11 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 		return nil, toErrno(err)
 	}
 	n.adopt(ctx, d, b, -1, &st, mode)
-	return n.newChild(ctx, &st, out), 0
+	return n.newChild(ctx, d, b, &st, out), 0
 }
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	sealed, err := n.fsys.keys.SealSymlink(target)
+	stored, blob, err := n.fsys.keys.SealSymlink(target)
 	if err != nil {
 		return nil, syscall.ENAMETOOLONG
 	}
@@ -387,8 +388,19 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	if errno != 0 {
 		return nil, errno
 	}
-	if err := d.Symlink(sealed, b); err != nil {
+	if blob != nil {
+		// A long target's file goes in first: a crash leaves at most an
+		// unreferenced file, never a symlink without its target.
+		if err := backing.WriteLongTarget(n.fsys.root, stored, blob); err != nil {
+			n.abandonEntry(d, b)
+			return nil, toErrno(err)
+		}
+	}
+	if err := d.Symlink(stored, b); err != nil {
 		n.abandonEntry(d, b)
+		if blob != nil {
+			n.fsys.root.Unlink(stored)
+		}
 		return nil, toErrno(err)
 	}
 	var st unix.Statx_t
@@ -396,7 +408,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		return nil, toErrno(err)
 	}
 	n.adopt(ctx, d, b, -1, &st, uint32(st.Mode))
-	return n.newChild(ctx, &st, out), 0
+	return n.newChild(ctx, d, b, &st, out), 0
 }
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
@@ -404,19 +416,36 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	if errno != 0 {
 		return nil, errno
 	}
-	stored, err := d.Readlink(b)
-	if err != nil {
-		if errors.Is(err, backing.ErrTooLarge) {
-			n.fsys.authFailed("symlink target", n.logPath(), err, nil)
+	stored, blob, err := backing.ReadSymlink(n.fsys.root, d, b)
+	if err == nil {
+		var target string
+		if target, err = n.fsys.keys.OpenSymlink(stored, blob); err == nil {
+			return []byte(target), 0
 		}
-		return nil, toErrno(err)
 	}
-	target, err := n.fsys.keys.OpenSymlink(stored)
-	if err != nil {
-		n.fsys.authFailed("symlink target", n.logPath(), err, nil)
-		return nil, syscall.EIO
+	if err == unix.ENOENT && blob == nil && stored == "" {
+		return nil, syscall.ENOENT // the link itself is gone
 	}
-	return []byte(target), 0
+	n.fsys.authFailed("symlink target", n.logPath(), err, nil)
+	return nil, syscall.EIO
+}
+
+// freedLongTarget returns the long target's file that removing entry b of
+// directory n (plaintext name) leaves unreferenced: b is a symlink with a
+// long target and no other hard link. The caller removes that file once
+// the entry is gone. Entries known not to be symlinks cost nothing.
+func (n *node) freedLongTarget(d *backing.Dir, b, name string) string {
+	if c := n.GetChild(name); c != nil && c.Mode()&syscall.S_IFMT != syscall.S_IFLNK {
+		return ""
+	}
+	var st unix.Statx_t
+	if d.Lstat(b, &st) != nil || uint32(st.Mode)&syscall.S_IFMT != syscall.S_IFLNK || st.Nlink != 1 {
+		return ""
+	}
+	if stored, err := d.Readlink(b); err == nil && crypto.IsLongTarget(stored) {
+		return stored
+	}
+	return ""
 }
 
 func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
@@ -453,7 +482,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if err := d.Lstat(b, &st); err != nil {
 		return nil, toErrno(err)
 	}
-	return n.newChild(ctx, &st, out), 0
+	return n.newChild(ctx, d, b, &st, out), 0
 }
 
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
@@ -465,11 +494,15 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	if errno != 0 {
 		return errno
 	}
+	freed := n.freedLongTarget(d, b, name)
 	if err := d.Unlink(b); err != nil {
 		return toErrno(err)
 	}
 	if long {
 		backing.RemoveLongName(d, b)
+	}
+	if freed != "" {
+		n.fsys.root.Unlink(freed)
 	}
 	return 0
 }
@@ -558,6 +591,10 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if od == nd && ob == nb {
 		return 0
 	}
+	freed := ""
+	if flags&unix.RENAME_EXCHANGE == 0 {
+		freed = np.freedLongTarget(nd, nb, newName)
+	}
 	err := backing.Rename(od, ob, nd, nb, uint(flags))
 	if (err == unix.ENOTEMPTY || err == unix.EEXIST) && flags == 0 {
 		// The target may be a directory that is empty but for its IV.
@@ -583,6 +620,9 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		if od.Lstat(ob, &st) == unix.ENOENT {
 			backing.RemoveLongName(od, ob)
 		}
+	}
+	if freed != "" {
+		n.fsys.root.Unlink(freed)
 	}
 	return 0
 }

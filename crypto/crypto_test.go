@@ -146,18 +146,41 @@ func TestNames(t *testing.T) {
 
 func TestSymlinkAndXattr(t *testing.T) {
 	keys := testKeys(t)
-	s, err := keys.SealSymlink("../target/file")
-	if err != nil || strings.Contains(s, "target") {
+	s, blob, err := keys.SealSymlink("../target/file")
+	if err != nil || blob != nil || strings.Contains(s, "target") {
 		t.Fatalf("seal symlink: %q %v", s, err)
 	}
-	if got, err := keys.OpenSymlink(s); err != nil || got != "../target/file" {
+	if got, err := keys.OpenSymlink(s, nil); err != nil || got != "../target/file" {
 		t.Fatalf("open symlink: %q %v", got, err)
 	}
-	if _, err := keys.OpenSymlink(s[:len(s)-2] + "AA"); !errors.Is(err, ErrAuth) {
+	if _, err := keys.OpenSymlink(s[:len(s)-2]+"AA", nil); !errors.Is(err, ErrAuth) {
 		t.Error("tampered symlink accepted")
 	}
-	if _, err := keys.SealSymlink(strings.Repeat("a", MaxSymlinkLen+1)); err == nil {
+	if _, _, err := keys.SealSymlink(strings.Repeat("a", MaxSymlinkLen+1)); err == nil {
 		t.Error("over-long symlink target accepted")
+	}
+	for _, n := range []int{maxInlineSymlink, maxInlineSymlink + 1, MaxSymlinkLen} {
+		target := strings.Repeat("t", n)
+		s, blob, err := keys.SealSymlink(target)
+		if err != nil || len(s) > 4095 || (blob != nil) != (n > maxInlineSymlink) {
+			t.Fatalf("seal a %d-byte target: stored %d bytes, blob %v, %v", n, len(s), blob != nil, err)
+		}
+		if got, ok := SymlinkPlainLen(uint64(len(s))); blob == nil && (!ok || got != uint64(n)) {
+			t.Errorf("SymlinkPlainLen of a %d-byte target: %d %v", n, got, ok)
+		}
+		if blob != nil && (IsLongTarget(s) != true || LongTargetPlainLen(uint64(len(blob))) != uint64(n)) {
+			t.Errorf("long target of %d bytes: reference %q, blob %d bytes", n, s, len(blob))
+		}
+		if got, err := keys.OpenSymlink(s, blob); err != nil || got != target {
+			t.Fatalf("open a %d-byte target: %d bytes, %v", n, len(got), err)
+		}
+		if blob != nil {
+			other := append([]byte(nil), blob...)
+			other[len(other)-1] ^= 1
+			if _, err := keys.OpenSymlink(s, other); !errors.Is(err, ErrAuth) {
+				t.Error("a long target's file swapped for another accepted")
+			}
+		}
 	}
 	x, _ := keys.EncryptXattrName("user.mime")
 	if name, ok := keys.DecryptXattrName(x); !ok || name != "user.mime" {

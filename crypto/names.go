@@ -21,7 +21,6 @@ const (
 	LongNameSuffix = ".name"    // sidecar holding the full encoded name
 	MaxEncodedName = 255        // longer encoded names are hashed
 	XattrPrefix    = "user.sv." // backing xattr names: user.sv.<encoded>
-	MaxSymlinkLen  = 3040       // plaintext; its sealed base64 form stays under PATH_MAX
 )
 
 // ErrBadName is returned for names that cannot be encrypted or decoded.
@@ -124,6 +123,7 @@ func CheckLongName(backing, encoded string) error {
 // rather than an encrypted entry.
 func IsInternalName(backing string) bool {
 	return backing == DirIVName || backing == HeaderName || strings.HasPrefix(backing, ".tmp-") ||
+		strings.HasPrefix(backing, LongTargetPrefix) ||
 		(strings.HasPrefix(backing, LongNamePrefix) && strings.HasSuffix(backing, LongNameSuffix))
 }
 
@@ -219,26 +219,4 @@ func (v *VolumeKeys) OpenXattrValue(name string, sealed []byte) ([]byte, error) 
 		return nil, fmt.Errorf("xattr %q: %w", name, err)
 	}
 	return p, nil
-}
-
-// SealSymlink encrypts a symlink target: AES-256-GCM (meta key), random
-// nonce, base64url. Targets longer than MaxSymlinkLen are refused.
-func (v *VolumeKeys) SealSymlink(target string) (string, error) {
-	if len(target) > MaxSymlinkLen {
-		return "", fmt.Errorf("%w: symlink target longer than %d bytes", ErrBadName, MaxSymlinkLen)
-	}
-	return b64.EncodeToString(v.sealMeta([]byte(target), "symlink")), nil
-}
-
-// OpenSymlink reverses SealSymlink.
-func (v *VolumeKeys) OpenSymlink(stored string) (string, error) {
-	c, err := b64.DecodeString(stored)
-	if err != nil {
-		return "", fmt.Errorf("symlink target: %w", ErrAuth)
-	}
-	p, err := v.openMeta(c, "symlink")
-	if err != nil {
-		return "", fmt.Errorf("symlink target: %w", err)
-	}
-	return string(p), nil
 }

@@ -54,7 +54,7 @@ func writeTree(t *testing.T) (*crypto.VolumeKeys, layout) {
 		t.Fatalf("setxattr (backing fs needs user xattrs): %v", err)
 	}
 	encLink, _ := keys.EncryptName("link", rootIV)
-	target, _ := keys.SealSymlink("dir/file.txt")
+	target, _, _ := keys.SealSymlink("dir/file.txt")
 	link := filepath.Join(root, encLink)
 	if err := os.Symlink(target, link); err != nil {
 		t.Fatal(err)

@@ -189,8 +189,8 @@ func runFsck(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "%d directories, %d files, %d symlinks, %d blocks checked; %d problems\n",
-		rep.Dirs, rep.Files, rep.Symlinks, rep.Blocks, rep.Problems)
+	fmt.Fprintf(os.Stderr, "%d directories, %d files, %d symlinks, %d special files, %d blocks checked; %d problems\n",
+		rep.Dirs, rep.Files, rep.Symlinks, rep.Specials, rep.Blocks, rep.Problems)
 	if rep.Problems > 0 {
 		return errors.New("the directory has damaged or tampered entries (listed above)")
 	}

@@ -16,6 +16,7 @@ import (
 	logtest "github.com/sirupsen/logrus/hooks/test"
 	"golang.org/x/sys/unix"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
 )
 
@@ -62,7 +63,10 @@ func newTestMountAt(t testing.TB, backingParent string, opts Options) *testMount
 			t.Fatal(err)
 		}
 	}
-	if m.keys, _, err = crypto.InitDir(m.backing, crypto.StaticKey{Key: mk}, nil); err != nil {
+	if err := backing.WithRoot(m.backing, func(root *backing.Dir) (err error) {
+		_, m.keys, err = backing.InitVolume(root, crypto.StaticKey{Key: mk}, "", nil)
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	m.mount()

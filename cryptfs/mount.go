@@ -118,7 +118,7 @@ func (f *fsys) closeDirs() {
 }
 
 // Mount serves the encrypted directory backingDir (already initialised with
-// crypto.InitDir) at mountpoint. The caller unmounts with server.Unmount().
+// backing.InitVolume) at mountpoint. The caller unmounts with server.Unmount().
 func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options) (*fuse.Server, error) {
 	if keys == nil {
 		return nil, fmt.Errorf("mount %s: no keys", backingDir)

@@ -156,7 +156,7 @@ func TestTamperNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	victim, longBack, link, keep := m.backingOf("victim"), m.backingOf(long), m.backingOf("link"), m.backingOf("keep")
-	iv, err := crypto.ReadDirIV(m.backing)
+	iv, err := os.ReadFile(filepath.Join(m.backing, crypto.DirIVName))
 	if err != nil {
 		t.Fatal(err)
 	}

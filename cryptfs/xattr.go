@@ -78,16 +78,111 @@ func (n *node) xattrName(attr string) (string, syscall.Errno) {
 	return b, 0
 }
 
+// xattrEntry is where n's attribute values live (see self) and the entry
+// ID they are bound to (docs/FORMAT.md): a directory's IV, a regular
+// file's file ID (none while it has no header), nothing for other types,
+// which hold no user attributes. For a regular file the read lock on its
+// contents is held until release, so the ID cannot change meanwhile
+// (rebindXattrs changes it under the write lock).
+func (n *node) xattrEntry() (s self, id []byte, release func(), errno syscall.Errno) {
+	if s, errno = n.self(nil); errno != 0 {
+		return s, nil, nil, errno
+	}
+	release = s.close
+	switch {
+	case n.IsDir():
+		id, errno = n.dirIV()
+	case n.Mode()&syscall.S_IFMT == syscall.S_IFREG:
+		n.cmu.RLock()
+		release = func() { n.cmu.RUnlock(); s.close() }
+		id, errno = n.fileID(s)
+	}
+	if errno != 0 {
+		release()
+		return s, nil, nil, errno
+	}
+	return s, id, release, 0
+}
+
+// fileID returns the file ID in the header of regular file s, or nil if it
+// has none (a backing file no longer than a header counts as empty).
+// Callers hold cmu.
+func (n *node) fileID(s self) ([]byte, syscall.Errno) {
+	if fc := n.fc.Load(); fc != nil {
+		return fc.ID(), 0
+	}
+	fd := s.fd
+	if fd < 0 {
+		var err error
+		if fd, err = s.dir.OpenFile(s.name, unix.O_RDONLY, 0); err != nil {
+			return nil, toErrno(err)
+		}
+		defer unix.Close(fd)
+	}
+	var hdr [crypto.FileHeaderSize + 1]byte
+	k, err := preadFull(fd, hdr[:], 0)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	if k <= crypto.FileHeaderSize {
+		return nil, 0
+	}
+	id, err := crypto.ParseFileHeader(hdr[:crypto.FileHeaderSize])
+	if err != nil {
+		n.fsys.authFailed("file header", n.logPath(), err, nil)
+		return nil, syscall.EIO
+	}
+	return id, 0
+}
+
+// rebindXattrs seals the attribute values of the open file fd again for
+// its new file ID (nil: none), after the ID changed from oldID: a first
+// write gave it a header, or a truncation to zero took it away. Values
+// that do not open under oldID are left as they are (they read as EIO and
+// were logged when read). Callers hold cmu for writing. A crash between
+// the ID change and this leaves the file's values unreadable (EIO), never
+// readable elsewhere; see docs/FORMAT.md.
+func (n *node) rebindXattrs(fd int, oldID, newID []byte) {
+	sz, err := unix.Flistxattr(fd, nil)
+	if err != nil || sz == 0 {
+		return
+	}
+	list := make([]byte, sz)
+	if sz, err = unix.Flistxattr(fd, list); err != nil {
+		return
+	}
+	keys := n.fsys.keys
+	val := make([]byte, 64<<10)
+	for _, b := range bytes.Split(list[:sz], []byte{0}) {
+		name := string(b)
+		attr, ok := keys.DecryptXattrName(name)
+		if !ok {
+			continue
+		}
+		k, err := unix.Fgetxattr(fd, name, val)
+		if err != nil {
+			continue
+		}
+		plain, err := keys.OpenXattrValue(attr, val[:k], oldID)
+		if err != nil {
+			continue
+		}
+		if err := unix.Fsetxattr(fd, name, keys.SealXattrValue(attr, plain, newID), unix.XATTR_REPLACE); err != nil {
+			n.fsys.log.WithField("path", n.logPath()).WithError(err).Error("cannot bind an extended attribute to the file's new ID; it will read as EIO")
+		}
+	}
+}
+
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	name, errno := n.xattrName(attr)
 	if errno != 0 {
 		return 0, errno
 	}
-	p, errno := n.self(nil)
+	p, id, release, errno := n.xattrEntry()
 	if errno != 0 {
 		return 0, errno
 	}
-	defer p.close()
+	defer release()
 	if len(dest) == 0 {
 		sz, err := p.getxattr(name, nil)
 		if err != nil {
@@ -105,7 +200,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if err != nil {
 		return 0, toErrno(err)
 	}
-	value, err := n.fsys.keys.OpenXattrValue(attr, sealed[:sz])
+	value, err := n.fsys.keys.OpenXattrValue(attr, sealed[:sz], id)
 	if err != nil {
 		n.fsys.authFailed("xattr value", n.logPath(), err, map[string]any{"xattr": name})
 		return 0, syscall.EIO
@@ -121,12 +216,12 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if errno != 0 {
 		return errno
 	}
-	p, errno := n.self(nil)
+	p, id, release, errno := n.xattrEntry()
 	if errno != 0 {
 		return errno
 	}
-	defer p.close()
-	return toErrno(p.setxattr(name, n.fsys.keys.SealXattrValue(attr, data), int(flags)))
+	defer release()
+	return toErrno(p.setxattr(name, n.fsys.keys.SealXattrValue(attr, data, id), int(flags)))
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {

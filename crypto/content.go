@@ -66,6 +66,9 @@ type FileCipher struct {
 	id   [FileIDSize]byte
 }
 
+// ID returns the file ID the cipher was derived from.
+func (f *FileCipher) ID() []byte { return append([]byte(nil), f.id[:]...) }
+
 // ad is the associated data of a block: its number and the file ID, so a
 // block moved to another offset or file fails authentication.
 func (f *FileCipher) ad(buf *[8 + FileIDSize]byte, block uint64) []byte {

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -189,124 +187,100 @@ func TestSymlinkAndXattr(t *testing.T) {
 	if _, ok := keys.DecryptXattrName("user.other"); ok {
 		t.Error("foreign xattr decoded")
 	}
-	v := keys.SealXattrValue("user.mime", []byte("text/plain"))
-	if got, err := keys.OpenXattrValue("user.mime", v); err != nil || string(got) != "text/plain" {
+}
+
+// An xattr value opens only under its own name and entry.
+func TestXattrValueBinding(t *testing.T) {
+	keys := testKeys(t)
+	fileA, fileB := ramp(0x10, FileIDSize), ramp(0x11, FileIDSize)
+	v := keys.SealXattrValue("user.mime", []byte("text/plain"), fileA)
+	if got, err := keys.OpenXattrValue("user.mime", v, fileA); err != nil || string(got) != "text/plain" {
 		t.Fatal("xattr value round trip")
 	}
-	if _, err := keys.OpenXattrValue("user.other", v); err == nil {
-		t.Error("xattr value moved to another name was accepted")
-	}
-}
-
-func TestKeyFiles(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "master.key")
-	if err := GenerateKeyFile(path); err != nil {
-		t.Fatal(err)
-	}
-	st, _ := os.Stat(path)
-	if st.Mode().Perm() != 0o600 || st.Size() != KeySize {
-		t.Fatalf("key file mode %v size %d", st.Mode(), st.Size())
-	}
-	before, _ := os.ReadFile(path)
-	if err := GenerateKeyFile(path); err == nil {
-		t.Fatal("existing key file overwritten")
-	}
-	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
-		t.Fatal("key changed")
-	}
-	k, err := LoadKeyFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s := fmt.Sprintf("%v %+v %#v %s", k, k, k, k); strings.Contains(s, fmt.Sprintf("%x", before[:4])) || !strings.Contains(s, "redacted") {
-		t.Fatalf("key leaks through formatting: %s", s)
-	}
-	os.Chmod(path, 0o640)
-	if _, err := LoadKeyFile(path); !errors.Is(err, ErrKeyFilePerms) {
-		t.Fatalf("group-readable key accepted: %v", err)
-	}
-	short := filepath.Join(dir, "short.key")
-	os.WriteFile(short, []byte("abc"), 0o600)
-	if _, err := LoadKeyFile(short); err == nil || !strings.Contains(err.Error(), "securevol key generate") {
-		t.Fatalf("short key: %v", err)
-	}
-}
-
-func fastKDF() *KDFParams {
-	return &KDFParams{Algorithm: "argon2id", Salt: ramp(3, 32), Time: 1, MemoryKiB: 64, Threads: 1}
-}
-
-func TestDirLifecycle(t *testing.T) {
-	k1, _ := RandomMasterKey()
-	k2, _ := RandomMasterKey()
-	pass, err := NewPassphrase([]byte("correct horse"), fastKDF())
-	if err != nil {
-		t.Fatal(err)
-	}
-	wrongPass, _ := NewPassphrase([]byte("wrong horse"), fastKDF())
 	for _, tc := range []struct {
-		name          string
-		ks, wrong, to KeySource
+		name  string
+		attr  string
+		entry []byte
 	}{
-		{"keyfile", StaticKey{k1}, StaticKey{k2}, StaticKey{k2}},
-		{"passphrase", pass, wrongPass, StaticKey{k1}},
+		{"other name", "user.other", fileA},
+		{"other file", "user.mime", fileB},
+		{"no entry", "user.mime", nil},
+		{"name and entry run together", "user.mim", append([]byte("e"), fileA...)},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			keys, h, err := InitDir(dir, tc.ks, map[string]string{"name": "v1"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, _, err := InitDir(dir, tc.ks, nil); err == nil {
-				t.Fatal("InitDir on a used directory succeeded")
-			}
-			raw, _ := os.ReadFile(filepath.Join(dir, HeaderName))
-			if bytes.Contains(raw, keys.content[:8]) {
-				t.Fatal("header holds key material in the clear")
-			}
-			if _, _, err := OpenDir(dir, tc.wrong); !errors.Is(err, ErrWrongKey) {
-				t.Fatalf("wrong key: %v", err)
-			}
-			got, h2, err := OpenDir(dir, tc.ks)
-			if err != nil || got.content != keys.content || h2.ID != h.ID || h2.Labels["name"] != "v1" {
-				t.Fatalf("open: %v", err)
-			}
-			if err := Rewrap(dir, tc.ks, tc.to); err != nil {
-				t.Fatal(err)
-			}
-			if err := Rewrap(dir, tc.ks, tc.to); err != nil {
-				t.Fatalf("second (resumed) rewrap: %v", err)
-			}
-			if _, _, err := OpenDir(dir, tc.ks); err == nil {
-				t.Fatal("old key still opens the directory after rotation")
-			}
-			got, _, err = OpenDir(dir, tc.to)
-			if err != nil || got.content != keys.content {
-				t.Fatalf("new key: %v", err)
-			}
-			if err := DestroyKey(dir); err != nil {
-				t.Fatal(err)
-			}
-			if _, _, err := OpenDir(dir, tc.to); !errors.Is(err, ErrNoHeader) {
-				t.Fatalf("after DestroyKey: %v", err)
-			}
-		})
+		if _, err := keys.OpenXattrValue(tc.attr, v, tc.entry); !errors.Is(err, ErrAuth) {
+			t.Errorf("%s: value accepted (%v)", tc.name, err)
+		}
+	}
+	// A format 1 value (bound to the name only) opens only on a volume
+	// that format 1 wrote.
+	legacy := keys.sealMeta([]byte("old"), "xattr user.mime")
+	if _, err := keys.OpenXattrValue("user.mime", legacy, fileA); !errors.Is(err, ErrAuth) {
+		t.Error("format 1 value accepted on a format 2 volume")
+	}
+	mk, _ := NewMasterKey(kvMaster)
+	v1, err := v1Header(t).Open(StaticKey{mk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy = v1.sealMeta([]byte("old"), "xattr user.mime")
+	up, _ := v1Header(t).Upgrade(StaticKey{mk}, "vol", nil)
+	upKeys, err := up.Open(StaticKey{mk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []*VolumeKeys{v1, upKeys} {
+		if got, err := k.OpenXattrValue("user.mime", legacy, fileA); err != nil || string(got) != "old" {
+			t.Fatalf("format 1 value on a format 1 or upgraded volume: %v", err)
+		}
 	}
 }
 
-func TestHeaderRejectsMalformed(t *testing.T) {
-	k, _ := RandomMasterKey()
-	for _, tc := range []struct{ name, content string }{
-		{"json", "{not json"},
-		{"format", `{"format":99,"id":"000102030405060708090a0b0c0d0e0f","content":"AES-256-GCM/4096","names":"EME-AES-256/base64url"}`},
-		{"id", `{"format":1,"id":"../../etc","content":"AES-256-GCM/4096","names":"EME-AES-256/base64url"}`},
-		{"short key", `{"format":1,"id":"000102030405060708090a0b0c0d0e0f","content":"AES-256-GCM/4096","names":"EME-AES-256/base64url","wrapped_key":"AAAA"}`},
-	} {
-		dir := t.TempDir()
-		os.WriteFile(filepath.Join(dir, HeaderName), []byte(tc.content), 0o600)
-		if _, _, err := OpenDir(dir, StaticKey{k}); err == nil {
-			t.Errorf("%s: malformed header accepted", tc.name)
+// aliases returns other strings that Go's lenient base64 decoder reads as
+// the same bytes as enc: the unused low bits of the last character set,
+// and a newline inserted.
+func aliases(t *testing.T, enc string) []string {
+	t.Helper()
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	var out []string
+	if len(enc)%4 != 0 {
+		last := strings.IndexByte(alphabet, enc[len(enc)-1])
+		out = append(out, enc[:len(enc)-1]+string(alphabet[last|1]))
+	}
+	out = append(out, enc[:4]+"\n"+enc[4:], enc+"\r")
+	want, _ := b64.DecodeString(enc)
+	for _, a := range out {
+		if got, err := b64.DecodeString(a); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%q is no alias of %q for the lenient decoder", a, enc)
+		}
+	}
+	return out
+}
+
+// Names, xattr names and symlink targets decode only from their canonical
+// encoding, so two stored entries can never show as the same plaintext.
+func TestCanonicalEncodingOnly(t *testing.T) {
+	keys := testKeys(t)
+	iv := ramp(1, 16)
+	for _, name := range []string{"a", strings.Repeat("b", 16), strings.Repeat("c", 40)} {
+		enc, _ := keys.EncryptName(name, iv)
+		for _, a := range aliases(t, enc) {
+			if _, err := keys.DecryptName(a, iv); !errors.Is(err, ErrBadName) {
+				t.Errorf("name alias %q of %q decoded: %v", a, enc, err)
+			}
+		}
+	}
+	x, _ := keys.EncryptXattrName("user.x")
+	for _, a := range aliases(t, x[len(XattrPrefix):]) {
+		if _, ok := keys.DecryptXattrName(XattrPrefix + a); ok {
+			t.Errorf("xattr name alias %q decoded", a)
+		}
+	}
+	for _, target := range []string{"t", "tt", "ttt"} {
+		s, _, _ := keys.SealSymlink(target)
+		for _, a := range aliases(t, s) {
+			if _, err := keys.OpenSymlink(a, nil); !errors.Is(err, ErrAuth) {
+				t.Errorf("symlink alias %q opened: %v", a, err)
+			}
 		}
 	}
 }

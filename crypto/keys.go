@@ -19,6 +19,7 @@ const (
 	labelNames   = "securevol v1 names"
 	labelXattr   = "securevol v1 xattr"
 	labelMeta    = "securevol v1 meta"
+	labelHeader  = "securevol v2 header"
 )
 
 // hkdfKey derives a KeySize key from secret with HKDF-SHA256.
@@ -49,6 +50,9 @@ type VolumeKeys struct {
 	names   *eme.EMECipher
 	xnames  *eme.EMECipher // xattr names: EME with a fixed tweak
 	meta    cipher.AEAD    // symlink targets and xattr values
+	// v1Xattrs: the volume was written by format 1, whose xattr values are
+	// bound to their attribute name only; OpenXattrValue accepts those.
+	v1Xattrs bool
 }
 
 func newVolumeKeys(volumeKey []byte) *VolumeKeys {

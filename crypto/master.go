@@ -1,12 +1,10 @@
 package crypto
 
 import (
-	"bytes"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 
 	"golang.org/x/crypto/argon2"
 )
@@ -48,84 +46,6 @@ func (k *MasterKey) Wipe() { clear(k.b[:]) }
 // Equal reports whether two master keys are the same.
 func (k *MasterKey) Equal(o *MasterKey) bool { return o != nil && k.b == o.b }
 
-// GenerateKeyFile writes a new random master key to path with mode 0600.
-// It refuses to overwrite an existing file.
-func GenerateKeyFile(path string) error {
-	k, err := RandomMasterKey()
-	if err != nil {
-		return err
-	}
-	defer k.Wipe()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("create key file: %w", err)
-	}
-	if _, err := f.Write(k.b[:]); err != nil {
-		f.Close()
-		os.Remove(path)
-		return fmt.Errorf("write key file %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(path)
-		return fmt.Errorf("sync key file %s: %w", path, err)
-	}
-	return f.Close()
-}
-
-// ErrKeyFilePerms is returned when a key or passphrase file can be read by
-// group or others.
-var ErrKeyFilePerms = errors.New("readable by group or others")
-
-func readSecretFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%s has mode %04o: %w; run: chmod 600 %s",
-			path, st.Mode().Perm(), ErrKeyFilePerms, path)
-	}
-	return io.ReadAll(io.LimitReader(f, 64<<10))
-}
-
-// LoadKeyFile reads a master key written by GenerateKeyFile. The file must
-// hold exactly KeySize bytes and must not be group or world readable.
-func LoadKeyFile(path string) (*MasterKey, error) {
-	b, err := readSecretFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("key file: %w", err)
-	}
-	defer clear(b)
-	if len(b) != KeySize {
-		return nil, fmt.Errorf("key file %s holds %d bytes, want %d (create one with: securevol key generate FILE)", path, len(b), KeySize)
-	}
-	return NewMasterKey(b)
-}
-
-// ReadPassphraseFile reads a passphrase (one trailing newline is dropped).
-// Like key files, passphrase files must not be group or world readable.
-func ReadPassphraseFile(path string) ([]byte, error) {
-	b, err := readSecretFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("passphrase file: %w", err)
-	}
-	b = bytes.TrimSuffix(b, []byte("\n"))
-	b = bytes.TrimSuffix(b, []byte("\r"))
-	if len(b) == 0 {
-		return nil, fmt.Errorf("passphrase file %s is empty", path)
-	}
-	return b, nil
-}
-
 // KDFParams are the (non-secret) Argon2id parameters that turn a passphrase
 // into a master key. They are stored in each directory header.
 type KDFParams struct {
@@ -146,16 +66,31 @@ func DefaultKDFParams() (*KDFParams, error) {
 	return &KDFParams{Algorithm: "argon2id", Salt: salt, Time: 3, MemoryKiB: 64 << 10, Threads: 4}, nil
 }
 
+// KDF bounds. The floor is RFC 9106's second recommended setting (t=3,
+// 64 MiB): weaker parameters, which only a planted or hand-edited header
+// could carry, would make a passphrase cheap to attack offline. The ceiling
+// keeps a planted header from costing more than a few seconds and 1 GiB of
+// memory per derivation.
+const (
+	MinKDFTime      = 3
+	MinKDFMemoryKiB = 64 << 10
+	MaxKDFTime      = 16
+	MaxKDFMemoryKiB = 1 << 20
+	MaxKDFThreads   = 16
+	MinKDFSalt      = 16
+	MaxKDFSalt      = 64
+)
+
 func (p *KDFParams) validate() error {
 	switch {
 	case p.Algorithm != "argon2id":
-		return fmt.Errorf("unsupported KDF %q", p.Algorithm)
-	case len(p.Salt) < 16:
-		return errors.New("KDF salt shorter than 16 bytes")
-	case p.Time < 1 || p.MemoryKiB < 8*uint32(max(p.Threads, 1)) || p.Threads < 1:
-		return errors.New("KDF parameters out of range")
-	case p.MemoryKiB > 4<<20 || p.Time > 100:
-		return errors.New("KDF parameters too large (refusing to spend that much memory or time)")
+		return errors.New("unsupported KDF algorithm (this securevol knows argon2id)")
+	case len(p.Salt) < MinKDFSalt || len(p.Salt) > MaxKDFSalt:
+		return fmt.Errorf("KDF salt of %d bytes (want %d to %d)", len(p.Salt), MinKDFSalt, MaxKDFSalt)
+	case p.Time < MinKDFTime || p.MemoryKiB < MinKDFMemoryKiB || p.Threads < 1:
+		return fmt.Errorf("KDF parameters below the floor (t >= %d, m >= %d MiB, p >= 1)", MinKDFTime, MinKDFMemoryKiB>>10)
+	case p.Time > MaxKDFTime || p.MemoryKiB > MaxKDFMemoryKiB || p.Threads > MaxKDFThreads:
+		return fmt.Errorf("KDF parameters above the ceiling (t <= %d, m <= %d MiB, p <= %d): refusing to spend that much time or memory", MaxKDFTime, MaxKDFMemoryKiB>>10, MaxKDFThreads)
 	}
 	return nil
 }

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 )
 
@@ -71,7 +69,7 @@ func (v *VolumeKeys) EncryptName(name string, dirIV []byte) (string, error) {
 
 // DecryptName reverses EncryptName.
 func (v *VolumeKeys) DecryptName(encoded string, dirIV []byte) (string, error) {
-	c, err := b64.DecodeString(encoded)
+	c, err := decodeStrict(encoded)
 	if err != nil || len(c) == 0 || len(c)%16 != 0 || len(c) > 16*2048 {
 		return "", fmt.Errorf("%w: %q is not an encrypted name", ErrBadName, encoded)
 	}
@@ -136,30 +134,6 @@ func NewDirIV() ([]byte, error) {
 	return iv, nil
 }
 
-// CreateDirIV writes a fresh DirIVName file into the backing directory dir.
-func CreateDirIV(dir string) error {
-	iv, err := NewDirIV()
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(filepath.Join(dir, DirIVName), iv, 0o444)
-}
-
-// ReadDirIV reads the IV of the backing directory dir.
-func ReadDirIV(dir string) ([]byte, error) {
-	f, err := os.Open(filepath.Join(dir, DirIVName))
-	if err != nil {
-		return nil, fmt.Errorf("directory IV: %w", err)
-	}
-	defer f.Close()
-	iv := make([]byte, DirIVSize+1)
-	n, _ := io.ReadFull(f, iv)
-	if n != DirIVSize {
-		return nil, fmt.Errorf("directory IV %s: %d bytes: %w", filepath.Join(dir, DirIVName), n, ErrAuth)
-	}
-	return iv[:DirIVSize], nil
-}
-
 var zeroIV = make([]byte, DirIVSize)
 
 // EncryptXattrName maps a plaintext extended-attribute name to the backing
@@ -177,7 +151,7 @@ func (v *VolumeKeys) DecryptXattrName(backing string) (name string, ok bool) {
 	if !strings.HasPrefix(backing, XattrPrefix) {
 		return "", false
 	}
-	c, err := b64.DecodeString(backing[len(XattrPrefix):])
+	c, err := decodeStrict(backing[len(XattrPrefix):])
 	if err != nil || len(c) == 0 || len(c)%16 != 0 {
 		return "", false
 	}
@@ -189,11 +163,18 @@ func (v *VolumeKeys) DecryptXattrName(backing string) (name string, ok bool) {
 }
 
 func (v *VolumeKeys) sealMeta(plain []byte, ad string) []byte {
-	nonce := make([]byte, NonceSize, NonceSize+len(plain)+TagSize)
+	nonce := make([]byte, NonceSize)
 	if _, err := rand.Read(nonce); err != nil {
 		panic("crypto/rand: " + err.Error())
 	}
-	return v.meta.Seal(nonce, nonce, plain, []byte(ad))
+	return v.sealMetaNonce(plain, ad, nonce)
+}
+
+// sealMetaNonce is sealMeta with a given nonce (for known-answer tests).
+func (v *VolumeKeys) sealMetaNonce(plain []byte, ad string, nonce []byte) []byte {
+	out := make([]byte, NonceSize, NonceSize+len(plain)+TagSize)
+	copy(out, nonce)
+	return v.meta.Seal(out, nonce, plain, []byte(ad))
 }
 
 func (v *VolumeKeys) openMeta(c []byte, ad string) ([]byte, error) {
@@ -207,14 +188,29 @@ func (v *VolumeKeys) openMeta(c []byte, ad string) ([]byte, error) {
 	return p, nil
 }
 
-// SealXattrValue encrypts an xattr value, bound to the attribute's name.
-func (v *VolumeKeys) SealXattrValue(name string, value []byte) []byte {
-	return v.sealMeta(value, "xattr "+name)
+// xattrAD binds an xattr value to its attribute name and to its entry:
+// entryID is the directory's IV for a directory, the file ID for a regular
+// file with a header, empty otherwise. A value copied onto another file or
+// directory (or under another name) then fails authentication.
+func xattrAD(name string, entryID []byte) string {
+	ad := appendLP([]byte("xattr "), []byte(name))
+	return string(append(ad, entryID...))
 }
 
-// OpenXattrValue reverses SealXattrValue.
-func (v *VolumeKeys) OpenXattrValue(name string, sealed []byte) ([]byte, error) {
-	p, err := v.openMeta(sealed, "xattr "+name)
+// SealXattrValue encrypts an xattr value, bound to the attribute's name and
+// to its entry (see xattrAD).
+func (v *VolumeKeys) SealXattrValue(name string, value, entryID []byte) []byte {
+	return v.sealMeta(value, xattrAD(name, entryID))
+}
+
+// OpenXattrValue reverses SealXattrValue. On a volume written by format 1
+// it also accepts a value sealed the format 1 way (bound to the name only):
+// such values, until rewritten, can still be moved between entries.
+func (v *VolumeKeys) OpenXattrValue(name string, sealed, entryID []byte) ([]byte, error) {
+	p, err := v.openMeta(sealed, xattrAD(name, entryID))
+	if err != nil && v.v1Xattrs {
+		p, err = v.openMeta(sealed, "xattr "+name)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("xattr %q: %w", name, err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
 	"github.com/securevol/securevol/store"
 )
@@ -281,7 +282,6 @@ func (d *Driver) create(name string, opts store.Options) (*store.Volume, error) 
 		return nil, err
 	}
 	labels := optionLabels(opts)
-	labels["name"] = name
 	// The backing root's owner and mode are what the FUSE root shows. They
 	// are set before the header is written: a create cut short after the
 	// header is recovered at the next start, and must come back with them.
@@ -290,7 +290,10 @@ func (d *Driver) create(name string, opts store.Options) (*store.Volume, error) 
 	if err == nil {
 		var unlock func()
 		if unlock, err = d.rlockKeys(); err == nil {
-			_, hdr, err = crypto.InitDir(dir, d.keys[0], labels)
+			err = backing.WithRoot(dir, func(root *backing.Dir) (err error) {
+				hdr, _, err = backing.InitVolume(root, d.keys[0], name, labels)
+				return err
+			})
 			unlock()
 		}
 	}
@@ -341,7 +344,7 @@ func (d *Driver) discard(dir string) error {
 	if err != nil {
 		return err
 	}
-	err = crypto.DestroyKey(dir)
+	err = destroyKey(dir)
 	unlock()
 	if err != nil {
 		return err
@@ -350,6 +353,34 @@ func (d *Driver) discard(dir string) error {
 		return fmt.Errorf("key destroyed (the data is unreadable) but deleting %s failed: %w", dir, err)
 	}
 	return nil
+}
+
+// destroyKey shreds the header of the folder dir. A folder that is gone,
+// or is no directory (a planted symlink), holds no key of ours: only the
+// name is deleted after this.
+func destroyKey(dir string) error {
+	err := backing.WithRoot(dir, backing.DestroyKey)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, backing.ErrNotDir) {
+		return nil
+	}
+	return err
+}
+
+// readHeader reads the header of the backing folder dir; a missing folder
+// counts as one without header.
+func readHeader(dir string) (*crypto.Header, error) {
+	var h *crypto.Header
+	err := backing.WithRoot(dir, func(root *backing.Dir) (err error) {
+		h, err = backing.ReadHeader(root)
+		return err
+	})
+	if errors.Is(err, unix.ENOENT) {
+		err = backing.ErrNoHeader
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	return h, nil
 }
 
 // Remove deletes a volume that no container uses: it marks the record,
@@ -436,7 +467,7 @@ func (d *Driver) Mount(r *volume.MountRequest) (*volume.MountResponse, error) {
 // mounted.
 func (d *Driver) attach(v *store.Volume) error {
 	dir := d.backing(v.ID)
-	keys, err := d.openKeys(dir)
+	keys, err := d.openVolume(v)
 	if err != nil {
 		return err
 	}
@@ -487,31 +518,83 @@ func (d *Driver) watch(name string, lm *liveMount) {
 	}
 }
 
-// openKeys unwraps dir's volume key with the first key source that opens it.
-func (d *Driver) openKeys(dir string) (*crypto.VolumeKeys, error) {
-	h, err := crypto.ReadHeader(dir)
+// errKeyMismatch: no master key source opens a volume's header.
+var errKeyMismatch = errors.New("the daemon's master key does not open this volume (was it created under another key, or were its header's ID or name changed?)")
+
+// errWrongFolder: a folder's authenticated name is another volume's.
+var errWrongFolder = errors.New("the backing folder belongs to another volume")
+
+// openVolume unwraps v's volume key with the first key source that opens
+// its folder and checks that the folder is v's: its header's authenticated
+// name must be v's name, so two volumes' folders swapped on disk are
+// refused rather than each showing the other's plaintext. A format 1
+// folder is upgraded to format 2 on the way, under the database's name.
+func (d *Driver) openVolume(v *store.Volume) (*crypto.VolumeKeys, error) {
+	dir := d.backing(v.ID)
+	root, err := backing.OpenRoot(dir)
 	if err != nil {
 		return nil, err
+	}
+	defer root.Close()
+	h, err := backing.ReadHeader(root)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
 	unlock, err := d.rlockKeys()
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
+	ks, keys, err := d.open(h)
+	if err != nil {
+		return nil, err
+	}
+	if !h.Authenticated() {
+		if h, err = d.upgrade(root, h, ks, v); err != nil {
+			return nil, err
+		}
+	}
+	if h.Name != v.Name {
+		return nil, fmt.Errorf("%w: %s holds the volume %q, not %q (folders swapped or copied on disk?); refusing it", errWrongFolder, dir, h.Name, v.Name)
+	}
+	return keys, nil
+}
+
+// open unwraps h with the first key source that opens it. keyMu must be
+// held.
+func (d *Driver) open(h *crypto.Header) (crypto.KeySource, *crypto.VolumeKeys, error) {
 	var firstErr error
 	for _, ks := range d.keys {
 		keys, err := h.Open(ks)
-		if err == nil {
-			return keys, nil
-		}
-		if firstErr == nil {
+		switch {
+		case err == nil:
+			return ks, keys, nil
+		case errors.Is(err, crypto.ErrHeaderTampered):
+			return nil, nil, fmt.Errorf("the master key opens this volume's header, but its name, options or parameters were changed since it was written: %w", err)
+		case firstErr == nil:
 			firstErr = err
 		}
 	}
 	if errors.Is(firstErr, crypto.ErrWrongKey) {
-		return nil, errors.New("the daemon's master key does not open this volume (was it created under another key?)")
+		return nil, nil, errKeyMismatch
 	}
-	return nil, firstErr
+	return nil, nil, firstErr
+}
+
+// upgrade rewrites the format 1 header h of v's folder root as format 2,
+// binding it to v's name and options as the database records them (never
+// to the header's own labels, which nothing authenticates). Only the
+// header changes: format 2 keeps every data key.
+func (d *Driver) upgrade(root *backing.Dir, h *crypto.Header, ks crypto.KeySource, v *store.Volume) (*crypto.Header, error) {
+	nh, err := h.Upgrade(ks, v.Name, optionLabels(v.Options))
+	if err == nil {
+		err = backing.WriteHeader(root, nh)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("upgrading the folder to format %d: %w", crypto.FormatVersion, err)
+	}
+	d.log.WithFields(logrus.Fields{"volume": v.Name, "id": v.ID}).Infof("upgraded the folder from format %d to %d (header only; no data rewritten)", h.Format, nh.Format)
+	return nh, nil
 }
 
 // detachVolume unmounts name if it is mounted. A mount still held by some

@@ -60,8 +60,8 @@ func TestCreateGetListPath(t *testing.T) {
 		t.Errorf("backing root: uid %d gid %d mode %v", st.Uid, st.Gid, fi.Mode())
 	}
 	// The header names the volume, so the database can be rebuilt.
-	h, err := crypto.ReadHeader(e.d.backing(rec.ID))
-	if err != nil || h.Labels["name"] != "data" || h.Labels["uid"] != "1000" || h.Labels["mode"] != "0750" {
+	h, err := readHeader(e.d.backing(rec.ID))
+	if err != nil || h.Name != "data" || h.Labels["uid"] != "1000" || h.Labels["mode"] != "0750" {
 		t.Errorf("header labels %v (%v)", h.Labels, err)
 	}
 
@@ -187,7 +187,7 @@ func TestRemoveRefusedWhileReferenced(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("Remove of a referenced volume = %v", err)
 	}
-	if _, err := crypto.ReadHeader(e.d.backing(v.ID)); err != nil {
+	if _, err := readHeader(e.d.backing(v.ID)); err != nil {
 		t.Fatalf("refused Remove damaged the volume: %v", err)
 	}
 }
@@ -201,7 +201,7 @@ func TestInterruptedRemoveFinishedAtStart(t *testing.T) {
 	if err := e.st.Update(func(tx *store.Tx) error { return tx.Put(v) }); err != nil {
 		t.Fatal(err)
 	}
-	if err := crypto.DestroyKey(e.d.backing(v.ID)); err != nil {
+	if err := destroyKey(e.d.backing(v.ID)); err != nil {
 		t.Fatal(err)
 	}
 	g, err := e.d.Get(&volume.GetRequest{Name: "half"})
@@ -336,7 +336,7 @@ func TestWrongMasterKey(t *testing.T) {
 func TestAnswersHoldNoSecrets(t *testing.T) {
 	e := newEnv(t)
 	e.create("vol", map[string]string{"uid": "1"})
-	h, err := crypto.ReadHeader(e.d.backing(e.record("vol").ID))
+	h, err := readHeader(e.d.backing(e.record("vol").ID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -433,17 +433,17 @@ func TestRotateKey(t *testing.T) {
 	}
 	for _, n := range []string{"r1", "r2", "r3"} {
 		dir := e.d.backing(e.record(n).ID)
-		if _, _, err := crypto.OpenDir(dir, oldKS); !errors.Is(err, crypto.ErrWrongKey) {
+		if _, _, err := openVolumeAt(dir, oldKS); !errors.Is(err, crypto.ErrWrongKey) {
 			t.Errorf("%s: old key still opens it: %v", n, err)
 		}
-		if _, _, err := crypto.OpenDir(dir, newKS); err != nil {
+		if _, _, err := openVolumeAt(dir, newKS); err != nil {
 			t.Errorf("%s: new key does not open it: %v", n, err)
 		}
 	}
 	// New volumes are wrapped by the new key; a second rotation to the same
 	// key is a no-op that succeeds (resumable).
 	e.create("r4", nil)
-	if _, _, err := crypto.OpenDir(e.d.backing(e.record("r4").ID), newKS); err != nil {
+	if _, _, err := openVolumeAt(e.d.backing(e.record("r4").ID), newKS); err != nil {
 		t.Fatalf("volume created after rotation: %v", err)
 	}
 	if rep, err := e.d.RotateKey(newKS); err != nil || rep.Rewrapped != 4 {
@@ -459,7 +459,7 @@ func TestRotateKeyPartialFailure(t *testing.T) {
 	// "foreign" is under some third key that neither side knows.
 	other, _ := crypto.RandomMasterKey()
 	fdir := e.d.backing(e.record("foreign").ID)
-	if err := crypto.Rewrap(fdir, crypto.StaticKey{Key: e.key}, crypto.StaticKey{Key: other}); err != nil {
+	if err := rewrap(fdir, crypto.StaticKey{Key: e.key}, crypto.StaticKey{Key: other}); err != nil {
 		t.Fatal(err)
 	}
 	e.create("late", nil)

@@ -10,7 +10,9 @@ import (
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/sirupsen/logrus"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
+	"github.com/securevol/securevol/keyfile"
 	"github.com/securevol/securevol/store"
 )
 
@@ -110,16 +112,27 @@ func (e *env) record(name string) *store.Volume {
 func newKey(t testing.TB) (*crypto.MasterKey, []byte) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "master.key")
-	if err := crypto.GenerateKeyFile(path); err != nil {
+	if err := keyfile.GenerateKeyFile(path); err != nil {
 		t.Fatal(err)
 	}
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := crypto.LoadKeyFile(path)
+	k, err := keyfile.LoadKeyFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return k, raw
+}
+
+// openVolumeAt unwraps the keys of the backing folder dir.
+func openVolumeAt(dir string, ks crypto.KeySource) (*crypto.Header, *crypto.VolumeKeys, error) {
+	var h *crypto.Header
+	var keys *crypto.VolumeKeys
+	err := backing.WithRoot(dir, func(root *backing.Dir) (err error) {
+		h, keys, err = backing.OpenVolume(root, ks)
+		return err
+	})
+	return h, keys, err
 }

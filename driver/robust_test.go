@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
 	"github.com/securevol/securevol/internal/testenv"
 	"github.com/securevol/securevol/store"
@@ -63,7 +64,7 @@ func (g *gatedMounter) mount(string, string, string, *crypto.VolumeKeys, *logrus
 }
 
 // observingKey is a key source that notes the backing root's owner and mode
-// at the moment InitDir asks for the key, just before the header is written.
+// at the moment InitVolume asks for the key, just before the header is written.
 type observingKey struct {
 	crypto.StaticKey
 	volDir string
@@ -117,7 +118,7 @@ func TestInterruptedRemoveWithDataIsNoProblem(t *testing.T) {
 	if err := e.st.Update(func(tx *store.Tx) error { return tx.Put(v) }); err != nil {
 		t.Fatal(err)
 	}
-	if err := crypto.DestroyKey(dir); err != nil {
+	if err := destroyKey(dir); err != nil {
 		t.Fatal(err)
 	}
 	e.close()
@@ -211,7 +212,7 @@ func TestStartDoesNotWaitForSlowRemoval(t *testing.T) {
 		t.Fatal("Start waited for the deletion of a huge folder")
 	}
 	// The key is gone already; the volume cannot be mounted or recreated meanwhile.
-	if _, err := crypto.ReadHeader(e.d.backing(v.ID)); !errors.Is(err, crypto.ErrNoHeader) {
+	if _, err := readHeader(e.d.backing(v.ID)); !errors.Is(err, backing.ErrNoHeader) {
 		t.Fatalf("key of a volume being removed: %v", err)
 	}
 	if _, err := e.d.Mount(&volume.MountRequest{Name: "huge", ID: "m"}); err == nil {

@@ -6,6 +6,9 @@ import (
 	"os"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
 )
 
@@ -44,7 +47,7 @@ func (d *Driver) RotateKey(newKS crypto.KeySource) (*RotateReport, error) {
 		dir := d.backing(e.Name())
 		err := rewrapAny(dir, old, newKS)
 		switch {
-		case errors.Is(err, crypto.ErrNoHeader):
+		case errors.Is(err, backing.ErrNoHeader):
 			// A folder without key (removed, or a create cut short) has
 			// nothing to re-wrap.
 		case err != nil:
@@ -67,12 +70,12 @@ func (d *Driver) RotateKey(newKS crypto.KeySource) (*RotateReport, error) {
 func rewrapAny(dir string, old []crypto.KeySource, newKS crypto.KeySource) error {
 	if len(old) == 0 {
 		// Only the new key is known: Rewrap succeeds iff it opens dir.
-		return crypto.Rewrap(dir, newKS, newKS)
+		return rewrap(dir, newKS, newKS)
 	}
 	var first error
 	for _, ks := range old {
-		err := crypto.Rewrap(dir, ks, newKS)
-		if err == nil || errors.Is(err, crypto.ErrNoHeader) {
+		err := rewrap(dir, ks, newKS)
+		if err == nil || errors.Is(err, backing.ErrNoHeader) {
 			return err
 		}
 		if first == nil {
@@ -80,4 +83,12 @@ func rewrapAny(dir string, old []crypto.KeySource, newKS crypto.KeySource) error
 		}
 	}
 	return first
+}
+
+func rewrap(dir string, oldKS, newKS crypto.KeySource) error {
+	err := backing.WithRoot(dir, func(root *backing.Dir) error { return backing.Rewrap(root, oldKS, newKS) })
+	if errors.Is(err, unix.ENOENT) {
+		err = backing.ErrNoHeader
+	}
+	return err
 }

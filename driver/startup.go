@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
 	"github.com/securevol/securevol/store"
 )
@@ -42,6 +44,7 @@ func (d *Driver) Start() (*StartReport, error) {
 	if err := d.reconcile(rep); err != nil {
 		return nil, fmt.Errorf("start: %w", err)
 	}
+	d.verify(rep)
 	d.checkKey(rep)
 	if err := d.cleanMounts(rep); err != nil {
 		return nil, fmt.Errorf("start: %w", err)
@@ -80,7 +83,9 @@ func (d *Driver) reconcile(rep *StartReport) error {
 	// The folders of removals cut short have data and maybe no header:
 	// they are finished below, not reported as keyless.
 	removing := map[string]bool{}
+	recorded := map[string]bool{}
 	for _, v := range records {
+		recorded[v.ID] = true
 		if v.Removing {
 			removing[v.ID] = true
 		}
@@ -101,8 +106,8 @@ func (d *Driver) reconcile(rep *StartReport) error {
 		if removing[e.Name()] {
 			continue
 		}
-		h, err := crypto.ReadHeader(dir)
-		if errors.Is(err, crypto.ErrNoHeader) {
+		h, err := readHeader(dir)
+		if errors.Is(err, backing.ErrNoHeader) {
 			if onlyInternal(dir) {
 				if err := os.RemoveAll(dir); err == nil {
 					d.log.WithField("folder", dir).Info("deleted the folder of a create that was cut short")
@@ -114,12 +119,18 @@ func (d *Driver) reconcile(rep *StartReport) error {
 			continue
 		}
 		if err != nil {
-			d.problem(rep, "", fmt.Sprintf("%s: %v", dir, err))
+			d.problem(rep, "", err.Error())
 			continue
 		}
-		name := h.Labels["name"]
+		if recorded[e.Name()] {
+			continue // verify checks it against its record
+		}
+		name, ok := d.claimedName(rep, dir, h)
+		if !ok {
+			continue
+		}
 		if ValidateName(name) != nil {
-			d.problem(rep, "", fmt.Sprintf("%s: header names no valid volume (label name=%q); ignored", dir, name))
+			d.problem(rep, "", fmt.Sprintf("%s: header names no valid volume; ignored", dir))
 			continue
 		}
 		byName[name] = append(byName[name], folder{e.Name(), h})
@@ -195,6 +206,49 @@ func (d *Driver) reconcile(rep *StartReport) error {
 	return err
 }
 
+// claimedName is the volume name that a folder without a database record
+// claims, if it may be recovered under it. A format 2 header must open
+// with the daemon's key: its name and options are then authenticated. A
+// format 1 header's labels are all there is; they are used, and the log
+// says so.
+func (d *Driver) claimedName(rep *StartReport, dir string, h *crypto.Header) (string, bool) {
+	if !h.Authenticated() {
+		d.log.WithField("folder", dir).Warnf("recovering a format %d folder: its volume name and options come from its header's labels, which format %d does not authenticate (anyone who could write the folder could have set them)", h.Format, h.Format)
+		return h.VolumeName(), true
+	}
+	d.keyMu.RLock()
+	_, _, err := d.open(h)
+	d.keyMu.RUnlock()
+	if err != nil {
+		d.problem(rep, "", fmt.Sprintf("%s has no database record and its header cannot be authenticated (%v); not recovered", dir, err))
+		return "", false
+	}
+	return h.Name, true
+}
+
+// verify opens every volume's folder once at start: a folder that is not
+// its volume's (folders swapped on disk, a tampered header) is reported and
+// refused before anything mounts it, and format 1 folders are upgraded to
+// format 2 under their database names. A key that opens nothing is
+// checkKey's to report.
+func (d *Driver) verify(rep *StartReport) {
+	all, err := d.cfg.Store.List()
+	if err != nil {
+		return
+	}
+	for _, v := range all {
+		if v.Removing || d.getTrouble(v.Name) != "" {
+			continue
+		}
+		_, err := d.openVolume(v)
+		switch {
+		case err == nil, errors.Is(err, errKeyMismatch), errors.Is(err, unix.ENOENT), errors.Is(err, backing.ErrNoHeader):
+		default:
+			d.problem(rep, v.Name, err.Error())
+		}
+	}
+}
+
 // finishRemoval finishes a removal cut short, holding the volume's lock. If
 // it is not done by deadline (a huge folder) it goes on in the background,
 // still holding the lock, and done is false.
@@ -254,7 +308,7 @@ func (d *Driver) checkKey(rep *StartReport) {
 		if v.Removing {
 			continue
 		}
-		h, err := crypto.ReadHeader(d.backing(v.ID))
+		h, err := readHeader(d.backing(v.ID))
 		if err != nil {
 			continue
 		}
@@ -285,7 +339,7 @@ func (d *Driver) problem(rep *StartReport, name, msg string) {
 }
 
 // onlyInternal reports whether dir holds nothing but securevol's own
-// bookkeeping (the state of an InitDir that never wrote its header).
+// bookkeeping (the state of an InitVolume that never wrote its header).
 func onlyInternal(dir string) bool {
 	ents, err := os.ReadDir(dir)
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"path/filepath"
 
-	"github.com/securevol/securevol/crypto"
 	"github.com/securevol/securevol/store"
 )
 
@@ -33,7 +32,7 @@ func (d *Driver) status(v *store.Volume) map[string]interface{} {
 		state = t
 	}
 	dir := d.backing(v.ID)
-	h, err := crypto.ReadHeader(dir)
+	h, err := readHeader(dir)
 	switch {
 	case err == nil:
 		st["format"] = h.Format

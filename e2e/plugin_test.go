@@ -377,7 +377,11 @@ func (p *plugin) backingDir(t testing.TB, vol string) string {
 // after a Remove it must be gone.
 func wrappedKey(t testing.TB, backing string) []byte {
 	t.Helper()
-	h, err := crypto.ReadHeader(backing)
+	b, err := os.ReadFile(filepath.Join(backing, crypto.HeaderName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := crypto.ParseHeader(b)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,7 +53,7 @@ func TestOversizedBookkeeping(t *testing.T) {
 // long symlink targets below the longest target (PATH_MAX-1).
 func TestLongestSidecar(t *testing.T) {
 	keys, l := writeTree(t)
-	iv, err := crypto.ReadDirIV(l.dir)
+	iv, err := readDirIV(l.dir)
 	if err != nil {
 		t.Fatal(err)
 	}

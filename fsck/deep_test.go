@@ -27,12 +27,12 @@ func writeDeepTree(t *testing.T, depth int) deepTree {
 	t.Helper()
 	tr := deepTree{root: t.TempDir()}
 	mk, _ := crypto.RandomMasterKey()
-	keys, _, err := crypto.InitDir(tr.root, crypto.StaticKey{Key: mk}, nil)
+	keys, _, err := initDir(tr.root, crypto.StaticKey{Key: mk})
 	if err != nil {
 		t.Fatal(err)
 	}
 	tr.keys = keys
-	iv, err := crypto.ReadDirIV(tr.root)
+	iv, err := readDirIV(tr.root)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -270,7 +270,7 @@ func (c *checker) xattrs(fd int, rel, plain string) {
 			c.problem(rel, plain, "xattr %s: %v", pname, err)
 			continue
 		}
-		if _, err := c.keys.OpenXattrValue(pname, c.xbuf[:m]); err != nil {
+		if _, err := c.keys.OpenXattrValue(pname, c.xbuf[:m], nil); err != nil {
 			c.problem(rel, plain, "%v", err)
 		}
 	}

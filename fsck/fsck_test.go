@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
 )
 
@@ -23,20 +24,28 @@ func writeTree(t *testing.T) (*crypto.VolumeKeys, layout) {
 	t.Helper()
 	root := t.TempDir()
 	mk, _ := crypto.RandomMasterKey()
-	keys, _, err := crypto.InitDir(root, crypto.StaticKey{Key: mk}, nil)
-	if err != nil {
+	var keys *crypto.VolumeKeys
+	var rootIV []byte
+	if err := backing.WithRoot(root, func(d *backing.Dir) (err error) {
+		if _, keys, err = backing.InitVolume(d, crypto.StaticKey{Key: mk}, "", nil); err == nil {
+			rootIV, err = backing.ReadDirIV(d)
+		}
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
-	rootIV, _ := crypto.ReadDirIV(root)
 	encDir, _ := keys.EncryptName("dir", rootIV)
 	dir := filepath.Join(root, encDir)
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := crypto.CreateDirIV(dir); err != nil {
+	var dirIV []byte
+	if err := backing.WithRoot(dir, func(d *backing.Dir) (err error) {
+		dirIV, err = backing.CreateDirIV(d)
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
-	dirIV, _ := crypto.ReadDirIV(dir)
 	encFile, _ := keys.EncryptName("file.txt", dirIV)
 	hdr, id, _ := crypto.NewFileHeader()
 	fc, _ := keys.FileCipher(id)
@@ -50,7 +59,7 @@ func writeTree(t *testing.T) (*crypto.VolumeKeys, layout) {
 		t.Fatal(err)
 	}
 	xn, _ := keys.EncryptXattrName("user.color")
-	if err := unix.Setxattr(file, xn, keys.SealXattrValue("user.color", []byte("blue")), 0); err != nil {
+	if err := unix.Setxattr(file, xn, keys.SealXattrValue("user.color", []byte("blue"), nil), 0); err != nil {
 		t.Fatalf("setxattr (backing fs needs user xattrs): %v", err)
 	}
 	encLink, _ := keys.EncryptName("link", rootIV)
@@ -113,7 +122,7 @@ func TestFindsTampering(t *testing.T) {
 			// Names are not authenticated: under a changed IV one decodes
 			// to valid padding about once in 256, so give the directory
 			// 16 more entries; all of them passing is out of reach.
-			iv, _ := crypto.ReadDirIV(l.dir)
+			iv, _ := os.ReadFile(filepath.Join(l.dir, crypto.DirIVName))
 			for i := range 16 {
 				enc, _ := l.keys.EncryptName(fmt.Sprintf("extra-%d", i), iv)
 				if err := os.WriteFile(filepath.Join(l.dir, enc), nil, 0o644); err != nil {

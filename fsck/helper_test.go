@@ -148,7 +148,7 @@ func (o *outsideDir) untouched(t *testing.T) {
 // to l.dir: a hashed backing name and its sidecar. It returns the sidecar.
 func addLongName(t *testing.T, l layout) string {
 	t.Helper()
-	iv, err := crypto.ReadDirIV(l.dir)
+	iv, err := readDirIV(l.dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func addLongName(t *testing.T, l layout) string {
 // is sealed into a file of the root. It returns that file.
 func addLongTarget(t *testing.T, l layout) string {
 	t.Helper()
-	iv, err := crypto.ReadDirIV(l.root)
+	iv, err := readDirIV(l.root)
 	if err != nil {
 		t.Fatal(err)
 	}

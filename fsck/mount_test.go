@@ -29,7 +29,7 @@ func mountTree(t *testing.T, fill func(mnt string)) (backingDir string, keys *cr
 		}
 	}
 	mk, _ := crypto.RandomMasterKey()
-	keys, _, err := crypto.InitDir(backingDir, crypto.StaticKey{Key: mk}, nil)
+	keys, _, err := initDir(backingDir, crypto.StaticKey{Key: mk})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,8 @@ import (
 	"github.com/securevol/securevol/internal/mountinfo"
 
 	"bytes"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/securevol/securevol/crypto"
 	"github.com/securevol/securevol/internal/testenv"
+	"github.com/securevol/securevol/keyfile"
 )
 
 func securevol(t *testing.T, bin string, args ...string) (string, int) {
@@ -158,5 +161,25 @@ func TestCLIMountCycle(t *testing.T) {
 	out, code := securevol(t, bin, "fsck", "--key-file", key, enc)
 	if code != 1 || !strings.Contains(out, "sub/file.bin") || !strings.Contains(out, "block 1") {
 		t.Fatalf("fsck of a tampered directory: %d %s", code, out)
+	}
+}
+
+// Lower layers say what is wrong; the command line adds how to fix it.
+func TestHints(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&keyfile.Error{Path: "/k", Err: keyfile.ErrPerms}, "chmod 600 /k"},
+		{&keyfile.Error{Path: "/k", Err: keyfile.ErrOwner}, "chown"},
+		{&keyfile.Error{Path: "/k", Err: keyfile.ErrKeySize}, "securevol key generate"},
+		{crypto.ErrNeedsPassphrase, "--passphrase-file"},
+		{crypto.ErrNeedsRawKey, "--key-file"},
+		{errors.New("other"), ""},
+	} {
+		got := hint(fmt.Errorf("open /x: %w", tc.err))
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("hint(%v) = %q, want %q", tc.err, got, tc.want)
+		}
 	}
 }

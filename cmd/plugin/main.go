@@ -13,6 +13,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"github.com/securevol/securevol/crypto"
+	"github.com/securevol/securevol/keyfile"
 )
 
 // version is set at build time by the Makefile.
@@ -46,6 +49,26 @@ func usage() string {
 	return s
 }
 
+// hint is the command-line fix for an error from a lower layer, which
+// says what is wrong but not which command fixes it.
+func hint(err error) string {
+	var kf *keyfile.Error
+	isKF := errors.As(err, &kf)
+	switch {
+	case isKF && errors.Is(err, keyfile.ErrPerms):
+		return "; run: chmod 600 " + kf.Path
+	case isKF && errors.Is(err, keyfile.ErrOwner):
+		return fmt.Sprintf("; it must belong to root or to uid %d (the user securevol runs as): chown it", os.Geteuid())
+	case isKF && errors.Is(err, keyfile.ErrKeySize):
+		return "; create a key file with: securevol key generate FILE"
+	case errors.Is(err, crypto.ErrNeedsPassphrase):
+		return "; open it with --passphrase-file"
+	case errors.Is(err, crypto.ErrNeedsRawKey):
+		return "; open it with --key-file"
+	}
+	return ""
+}
+
 func main() {
 	os.Exit(run(os.Args[1:]))
 }
@@ -70,7 +93,7 @@ func run(args []string) int {
 			fmt.Fprintf(os.Stderr, "securevol %s: %v\nusage: securevol %s\n", c.name, err, c.usage)
 			return 2
 		default:
-			fmt.Fprintf(os.Stderr, "securevol %s: %v\n", c.name, err)
+			fmt.Fprintf(os.Stderr, "securevol %s: %v%s\n", c.name, err, hint(err))
 			return 1
 		}
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/securevol/securevol/crypto"
 	"github.com/securevol/securevol/driver"
+	"github.com/securevol/securevol/keyfile"
 	"github.com/securevol/securevol/store"
 )
 
@@ -166,7 +167,7 @@ func rotateKeyFile(keyFile string, raw []byte, drv *driver.Driver, log *logrus.E
 		return 0, err
 	}
 	pending := pendingKeyFile(keyFile)
-	if old, err := crypto.LoadKeyFile(pending); err == nil && !old.Equal(k) {
+	if old, err := keyfile.LoadKeyFile(pending); err == nil && !old.Equal(k) {
 		log.Warn("replacing the new key of an earlier, unfinished rotation")
 	}
 	if err := writeKeyFile(pending, raw); err != nil {
@@ -278,14 +279,14 @@ func runKeyRotate(args []string) error {
 	if filepath.Clean(newKeyFile) == filepath.Clean(keyFile) {
 		return fmt.Errorf("--new-key-file and --key-file are the same file: %w", errUsage)
 	}
-	oldKey, err := crypto.LoadKeyFile(keyFile)
+	oldKey, err := keyfile.LoadKeyFile(keyFile)
 	if err != nil {
 		return fmt.Errorf("the old key (--key-file): %w", err)
 	}
 	keys := []crypto.KeySource{crypto.StaticKey{Key: oldKey}}
 	// An earlier rotation cut short may have re-wrapped some volumes
 	// under its own new key already.
-	if pk, err := crypto.LoadKeyFile(pendingKeyFile(keyFile)); err == nil && !pk.Equal(newKey) {
+	if pk, err := keyfile.LoadKeyFile(pendingKeyFile(keyFile)); err == nil && !pk.Equal(newKey) {
 		keys = append(keys, crypto.StaticKey{Key: pk})
 	}
 	log := newServeLogger(&serveConfig{logLevel: "warn", logFormat: "text"})
@@ -334,11 +335,11 @@ func askDaemon(sock string, raw []byte) (*rotateResponse, error) {
 	return &res, nil
 }
 
-// loadKeyRaw reads a key file (checked as LoadKeyFile checks it: 32 bytes,
+// loadKeyRaw reads a key file (checked as keyfile.LoadKeyFile checks it: 32 bytes,
 // not readable by group or others) and returns its bytes too, which the
 // rotation copies into the daemon's key file.
 func loadKeyRaw(path string) ([]byte, *crypto.MasterKey, error) {
-	k, err := crypto.LoadKeyFile(path)
+	k, err := keyfile.LoadKeyFile(path)
 	if err != nil {
 		return nil, nil, err
 	}

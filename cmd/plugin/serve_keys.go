@@ -17,7 +17,9 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
+	"github.com/securevol/securevol/keyfile"
 	"github.com/securevol/securevol/store"
 )
 
@@ -43,22 +45,13 @@ const metaKDF = "passphrase-kdf"
 func loadKeys(c *serveConfig, st *store.Store, log *logrus.Entry) (*daemonKeys, error) {
 	switch {
 	case c.passFile != "":
-		pass, err := crypto.ReadPassphraseFile(c.passFile)
+		pass, err := keyfile.ReadPassphraseFile(c.passFile)
 		if err != nil {
 			return nil, err
 		}
 		defer clear(pass)
-		params, err := passphraseKDF(c, st)
+		p, err := passphraseSource(c, st, pass, log)
 		if err != nil {
-			return nil, err
-		}
-		p, err := crypto.NewPassphrase(pass, params)
-		if err != nil {
-			return nil, err
-		}
-		// Derive now: a wrong passphrase should fail at start, not at the
-		// first Mount, and the engine's Get must not wait for Argon2id.
-		if _, err := p.MasterKey(params); err != nil {
 			return nil, err
 		}
 		return &daemonKeys{kind: "passphrase", sources: []crypto.KeySource{p}}, nil
@@ -70,7 +63,7 @@ func loadKeys(c *serveConfig, st *store.Store, log *logrus.Entry) (*daemonKeys, 
 		return &daemonKeys{kind: "key command", sources: []crypto.KeySource{crypto.StaticKey{Key: k}}}, nil
 	}
 
-	k, err := crypto.LoadKeyFile(c.keyFile)
+	k, err := keyfile.LoadKeyFile(c.keyFile)
 	if errors.Is(err, os.ErrNotExist) {
 		if n := volumesOnDisk(c.stateDir, st); n > 0 {
 			return nil, fmt.Errorf("key file %s is missing but %s holds %d volumes that only it opens: restore the key file (a new key would open none of them)", c.keyFile, c.stateDir, n)
@@ -78,18 +71,18 @@ func loadKeys(c *serveConfig, st *store.Store, log *logrus.Entry) (*daemonKeys, 
 		if err := os.MkdirAll(filepath.Dir(c.keyFile), 0o700); err != nil {
 			return nil, fmt.Errorf("key file: %w", err)
 		}
-		if err := crypto.GenerateKeyFile(c.keyFile); err != nil {
+		if err := keyfile.GenerateKeyFile(c.keyFile); err != nil {
 			return nil, err
 		}
 		log.WithField("key_file", c.keyFile).Warn("generated a new master key; it sits on the same host as the encrypted data, so anyone who copies both can read the volumes: keep a copy elsewhere (without it the volumes are lost) and consider --key-command or --passphrase-file")
-		k, err = crypto.LoadKeyFile(c.keyFile)
+		k, err = keyfile.LoadKeyFile(c.keyFile)
 	}
 	if err != nil {
 		return nil, err
 	}
 	keys := &daemonKeys{kind: "key file", sources: []crypto.KeySource{crypto.StaticKey{Key: k}}}
 	pending := pendingKeyFile(c.keyFile)
-	nk, err := crypto.LoadKeyFile(pending)
+	nk, err := keyfile.LoadKeyFile(pending)
 	switch {
 	case err == nil:
 		keys.pendingRotation = crypto.StaticKey{Key: nk}
@@ -112,42 +105,96 @@ func volumesOnDisk(stateDir string, st *store.Store) int {
 	return n
 }
 
-// passphraseKDF returns the KDF parameters to derive the passphrase's key
-// with: those stored in the database, else those of an existing volume (a
-// rebuilt database), else fresh ones, which are then stored.
-func passphraseKDF(c *serveConfig, st *store.Store) (*crypto.KDFParams, error) {
+// passphraseSource makes the daemon's passphrase key source. Its Argon2id
+// parameters (salt included) are those stored in the database; else those
+// of an existing volume (a rebuilt database), adopted only once the
+// passphrase derived with them opens that volume's header, so a planted
+// header cannot choose them; else fresh ones. The parameters used are
+// stored, so every start derives the same key. The key is derived here: a
+// wrong passphrase should show at start, and the engine's first Get must
+// not wait for Argon2id.
+func passphraseSource(c *serveConfig, st *store.Store, pass []byte, log *logrus.Entry) (*crypto.Passphrase, error) {
 	var stored []byte
 	st.View(func(tx *store.Tx) error { stored = tx.Meta(metaKDF); return nil })
 	if stored != nil {
-		p := &crypto.KDFParams{}
-		if err := json.Unmarshal(stored, p); err != nil {
+		params := &crypto.KDFParams{}
+		if err := json.Unmarshal(stored, params); err != nil {
 			return nil, fmt.Errorf("stored passphrase KDF parameters: %w", err)
+		}
+		p, err := crypto.NewPassphrase(pass, params)
+		if err != nil {
+			return nil, fmt.Errorf("stored passphrase KDF parameters: %w", err)
+		}
+		if _, err := p.MasterKey(params); err != nil {
+			return nil, err
 		}
 		return p, nil
 	}
-	var params *crypto.KDFParams
-	if ents, err := os.ReadDir(filepath.Join(c.stateDir, "volumes")); err == nil {
-		for _, e := range ents {
-			if h, err := crypto.ReadHeader(filepath.Join(c.stateDir, "volumes", e.Name())); err == nil && h.KDF != nil {
-				params = h.KDF
-				break
-			}
-		}
-	}
-	if params == nil {
+	p, tried := adoptKDF(filepath.Join(c.stateDir, "volumes"), pass)
+	if p == nil {
 		var err error
-		if params, err = crypto.DefaultKDFParams(); err != nil {
+		if p, err = crypto.NewPassphrase(pass, nil); err != nil {
 			return nil, err
 		}
+		if _, err := p.MasterKey(p.NewKDF()); err != nil {
+			return nil, err
+		}
+		if tried > 0 {
+			// Most likely a wrong passphrase: keep the fresh parameters
+			// out of the database, so the right one adopts the volumes'.
+			log.WithField("tried", tried).Warn("the passphrase opens none of the existing volumes tried; their KDF parameters were not adopted (wrong passphrase?)")
+			return p, nil
+		}
 	}
-	b, err := json.Marshal(params)
+	b, err := json.Marshal(p.NewKDF())
 	if err != nil {
 		return nil, err
 	}
 	if err := st.Update(func(tx *store.Tx) error { return tx.SetMeta(metaKDF, b) }); err != nil {
 		return nil, err
 	}
-	return params, nil
+	return p, nil
+}
+
+// maxKDFTries bounds the Argon2id derivations spent looking for parameters
+// to adopt (each costs up to the KDF ceiling).
+const maxKDFTries = 3
+
+// adoptKDF returns a passphrase source with the KDF parameters of the
+// first volume in volDir whose header the passphrase opens with them, or
+// nil; tried counts the parameter sets derived.
+func adoptKDF(volDir string, pass []byte) (p *crypto.Passphrase, tried int) {
+	ents, err := os.ReadDir(volDir)
+	if err != nil {
+		return nil, 0
+	}
+	seen := map[string]bool{}
+	for _, e := range ents {
+		if tried == maxKDFTries {
+			break
+		}
+		var h *crypto.Header
+		if err := backing.WithRoot(filepath.Join(volDir, e.Name()), func(root *backing.Dir) (err error) {
+			h, err = backing.ReadHeader(root)
+			return err
+		}); err != nil || h.KDF == nil {
+			continue
+		}
+		id := fmt.Sprint(*h.KDF)
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		cand, err := crypto.NewPassphrase(pass, h.KDF)
+		if err != nil {
+			continue // outside the floor or ceiling: never adopted
+		}
+		tried++
+		if _, err := h.Open(cand); err == nil {
+			return cand, tried
+		}
+	}
+	return nil, tried
 }
 
 // keyCommandTimeout bounds --key-command: the engine gives a managed plugin

@@ -25,7 +25,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
+	"github.com/securevol/securevol/keyfile"
 	"github.com/securevol/securevol/store"
 )
 
@@ -450,18 +452,18 @@ func TestServeKeyRotation(t *testing.T) {
 	}
 	mp := d.mount("r1", "c1")
 	writeSynced(t, filepath.Join(mp, "f"), []byte("before rotation"))
-	oldKey, _ := crypto.LoadKeyFile(d.keyFile)
+	oldKey, _ := keyfile.LoadKeyFile(d.keyFile)
 	newKeyFile := filepath.Join(d.dir, "new.key")
-	if err := crypto.GenerateKeyFile(newKeyFile); err != nil {
+	if err := keyfile.GenerateKeyFile(newKeyFile); err != nil {
 		t.Fatal(err)
 	}
-	newKey, _ := crypto.LoadKeyFile(newKeyFile)
+	newKey, _ := keyfile.LoadKeyFile(newKeyFile)
 
 	out, err := exec.Command(bin, "key", "rotate", "--new-key-file", newKeyFile, "--key-file", d.keyFile, "--state-dir", d.stateDir).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "re-wrapped by the running daemon") {
 		t.Fatalf("key rotate: %v\n%s", err, out)
 	}
-	if k, err := crypto.LoadKeyFile(d.keyFile); err != nil || !k.Equal(newKey) {
+	if k, err := keyfile.LoadKeyFile(d.keyFile); err != nil || !k.Equal(newKey) {
 		t.Fatalf("key file after rotation: %v", err)
 	}
 	folders, _ := filepath.Glob(filepath.Join(d.stateDir, "volumes", "*"))
@@ -469,7 +471,7 @@ func TestServeKeyRotation(t *testing.T) {
 		t.Fatalf("folders %v", folders)
 	}
 	for _, f := range folders {
-		if _, _, err := crypto.OpenDir(f, crypto.StaticKey{Key: oldKey}); !errors.Is(err, crypto.ErrWrongKey) {
+		if _, err := openVolume(f, crypto.StaticKey{Key: oldKey}); !errors.Is(err, crypto.ErrWrongKey) {
 			t.Errorf("%s: old key after rotation: %v", f, err)
 		}
 	}
@@ -483,7 +485,7 @@ func TestServeKeyRotation(t *testing.T) {
 
 	// Offline: the daemon is down, the command does the work itself.
 	third := filepath.Join(d.dir, "third.key")
-	crypto.GenerateKeyFile(third)
+	keyfile.GenerateKeyFile(third)
 	out, err = exec.Command(bin, "key", "rotate", "--new-key-file", third, "--key-file", d.keyFile, "--state-dir", d.stateDir).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "2 volumes re-wrapped") {
 		t.Fatalf("offline key rotate: %v\n%s", err, out)
@@ -510,13 +512,15 @@ func TestServeFinishesInterruptedRotation(t *testing.T) {
 		d.must("/VolumeDriver.Create", map[string]any{"Name": n}, nil)
 	}
 	d.stop()
-	oldKey, _ := crypto.LoadKeyFile(d.keyFile)
+	oldKey, _ := keyfile.LoadKeyFile(d.keyFile)
 	pending := d.keyFile + ".new"
-	crypto.GenerateKeyFile(pending)
-	newKey, _ := crypto.LoadKeyFile(pending)
+	keyfile.GenerateKeyFile(pending)
+	newKey, _ := keyfile.LoadKeyFile(pending)
 	folders, _ := filepath.Glob(filepath.Join(d.stateDir, "volumes", "*"))
 	// Only the first folder made it before the "crash".
-	if err := crypto.Rewrap(folders[0], crypto.StaticKey{Key: oldKey}, crypto.StaticKey{Key: newKey}); err != nil {
+	if err := backing.WithRoot(folders[0], func(root *backing.Dir) error {
+		return backing.Rewrap(root, crypto.StaticKey{Key: oldKey}, crypto.StaticKey{Key: newKey})
+	}); err != nil {
 		t.Fatal(err)
 	}
 	d.start()
@@ -530,7 +534,7 @@ func TestServeFinishesInterruptedRotation(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	for _, f := range folders {
-		if _, _, err := crypto.OpenDir(f, crypto.StaticKey{Key: newKey}); err != nil {
+		if _, err := openVolume(f, crypto.StaticKey{Key: newKey}); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
 	}
@@ -554,7 +558,7 @@ func TestServeRefusals(t *testing.T) {
 	}
 	// Rotation to a key file that others can read.
 	loose := filepath.Join(d.dir, "loose.key")
-	crypto.GenerateKeyFile(loose)
+	keyfile.GenerateKeyFile(loose)
 	os.Chmod(loose, 0o644)
 	out, err := exec.Command(bin, "key", "rotate", "--new-key-file", loose, "--state-dir", d.stateDir, "--key-file", d.keyFile).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "chmod 600") {
@@ -622,7 +626,7 @@ func TestServeKeySources(t *testing.T) {
 		if len(folders) != 1 {
 			t.Fatal(folders)
 		}
-		if _, _, err := crypto.OpenDir(folders[0], crypto.StaticKey{Key: mk}); err != nil {
+		if _, err := openVolume(folders[0], crypto.StaticKey{Key: mk}); err != nil {
 			t.Fatalf("volume not under the command's key: %v", err)
 		}
 		if strings.Contains(d.logs.String(), hex.EncodeToString(k)) {

@@ -12,9 +12,11 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/cryptfs"
 	"github.com/securevol/securevol/crypto"
 	"github.com/securevol/securevol/fsck"
+	"github.com/securevol/securevol/keyfile"
 )
 
 // keyFlags are the two ways to name a master key on the command line.
@@ -32,19 +34,32 @@ func (k *keyFlags) source() (crypto.KeySource, error) {
 	case k.keyFile != "" && k.passFile != "":
 		return nil, fmt.Errorf("%w: give --key-file or --passphrase-file, not both", errUsage)
 	case k.keyFile != "":
-		mk, err := crypto.LoadKeyFile(k.keyFile)
+		mk, err := keyfile.LoadKeyFile(k.keyFile)
 		if err != nil {
 			return nil, err
 		}
 		return crypto.StaticKey{Key: mk}, nil
 	case k.passFile != "":
-		pass, err := crypto.ReadPassphraseFile(k.passFile)
+		pass, err := keyfile.ReadPassphraseFile(k.passFile)
 		if err != nil {
 			return nil, err
 		}
 		return crypto.NewPassphrase(pass, nil)
 	}
 	return nil, fmt.Errorf("%w: --key-file or --passphrase-file is required", errUsage)
+}
+
+// openVolume unwraps the keys of the backing folder dir.
+func openVolume(dir string, ks crypto.KeySource) (*crypto.VolumeKeys, error) {
+	var keys *crypto.VolumeKeys
+	err := backing.WithRoot(dir, func(root *backing.Dir) (err error) {
+		_, keys, err = backing.OpenVolume(root, ks)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", dir, err)
+	}
+	return keys, nil
 }
 
 func newFlagSet(name string) *flag.FlagSet {
@@ -93,7 +108,7 @@ func runKey(args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := crypto.GenerateKeyFile(rest[0]); err != nil {
+		if err := keyfile.GenerateKeyFile(rest[0]); err != nil {
 			return fmt.Errorf("%w (an existing key is never overwritten)", err)
 		}
 		fmt.Fprintf(os.Stderr, "wrote a new master key to %s (mode 0600): back it up; without it the data cannot be read\n", rest[0])
@@ -112,9 +127,13 @@ func runInit(args []string) error {
 	if err := os.MkdirAll(rest[0], 0o700); err != nil {
 		return err
 	}
-	_, h, err := crypto.InitDir(rest[0], ks, nil)
-	if err != nil {
+	var h *crypto.Header
+	err = backing.WithRoot(rest[0], func(root *backing.Dir) (err error) {
+		h, _, err = backing.InitVolume(root, ks, "", nil)
 		return err
+	})
+	if err != nil {
+		return fmt.Errorf("init %s: %w", rest[0], err)
 	}
 	fmt.Fprintf(os.Stderr, "initialised encrypted directory %s (id %s, format %d)\n", rest[0], h.ID, h.Format)
 	return nil
@@ -144,7 +163,7 @@ func runMount(args []string) error {
 	if maxWrite != 0 && (maxWrite < 64<<10 || maxWrite > 1<<20 || maxWrite%4096 != 0) {
 		return fmt.Errorf("%w: --max-write must be a multiple of 4096 from 65536 to 1048576", errUsage)
 	}
-	keys, _, err := crypto.OpenDir(dir, ks)
+	keys, err := openVolume(dir, ks)
 	if err != nil {
 		return err
 	}
@@ -181,7 +200,7 @@ func runFsck(args []string) error {
 	if err != nil {
 		return err
 	}
-	keys, _, err := crypto.OpenDir(rest[0], ks)
+	keys, err := openVolume(rest[0], ks)
 	if err != nil {
 		return err
 	}

@@ -45,6 +45,21 @@ type rotateResponse struct {
 	Err       string `json:",omitempty"`
 }
 
+// maxAdminRequest bounds the admin socket's request body: a base64 key in
+// a small JSON object.
+const maxAdminRequest = 4096
+
+// adminLimits are the plugin socket's limits without the write limit: a
+// rotation re-wraps every volume, so its time grows with their number, and
+// an answer cut off would report a rotation that succeeded as failed. The
+// answer is a few bytes that the socket buffer takes at once, so a client
+// that never reads it holds nothing.
+func adminLimits() driver.ServerLimits {
+	l := driver.DefaultServerLimits()
+	l.Write = 0
+	return l
+}
+
 type peerKey struct{}
 
 // peerCredContext records the connecting process's credentials: the
@@ -66,6 +81,13 @@ func peerCredContext(ctx context.Context, c net.Conn) context.Context {
 	return context.WithValue(ctx, peerKey{}, cred)
 }
 
+// server returns the admin socket's HTTP server.
+func (a *admin) server() *http.Server {
+	s := driver.NewServer(a.handler(), adminLimits())
+	s.ConnContext = peerCredContext
+	return s
+}
+
 func (a *admin) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /Admin.RotateKey", func(w http.ResponseWriter, r *http.Request) {
@@ -75,7 +97,13 @@ func (a *admin) handler() http.Handler {
 			return
 		}
 		var req rotateRequest
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4096))
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAdminRequest))
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			clear(body)
+			writeAdmin(w, http.StatusRequestEntityTooLarge, rotateResponse{Err: fmt.Sprintf("request body larger than %d bytes", maxAdminRequest)})
+			return
+		}
 		if err == nil {
 			err = json.Unmarshal(body, &req)
 		}

@@ -311,22 +311,15 @@ func (d *Driver) create(name string, opts store.Options) (*store.Volume, error) 
 	return v, nil
 }
 
+// applyOwner gives the new backing folder dir (the volume's root
+// directory) its owner and mode, through its descriptor.
 func applyOwner(dir string, o store.Options) error {
-	if err := os.Chown(dir, int(o.UID), int(o.GID)); err != nil {
-		return err
-	}
-	// os.Chmod maps Go's mode bits; setgid and sticky need translating.
-	mode := os.FileMode(o.Mode & 0o777)
-	if o.Mode&0o4000 != 0 {
-		mode |= os.ModeSetuid
-	}
-	if o.Mode&0o2000 != 0 {
-		mode |= os.ModeSetgid
-	}
-	if o.Mode&0o1000 != 0 {
-		mode |= os.ModeSticky
-	}
-	return os.Chmod(dir, mode)
+	return backing.WithRoot(dir, func(root *backing.Dir) error {
+		if err := unix.Fchown(root.Fd(), int(o.UID), int(o.GID)); err != nil {
+			return err
+		}
+		return unix.Fchmod(root.Fd(), o.Mode&0o7777)
+	})
 }
 
 // removeAll deletes a backing folder's files (a variable for tests: it is

@@ -23,6 +23,9 @@ var (
 	ErrNotSymlink = wrongType("not a symlink")
 )
 
+// errShared: a header file has other names than ours (see zeroAndSync).
+var errShared = wrongType("header file has other links")
+
 type backingError struct{ msg string }
 
 func wrongType(msg string) error { return &backingError{msg} }

@@ -133,6 +133,9 @@ func DestroyKey(root *Dir) error {
 		return fmt.Errorf("destroy key: %w", err)
 	}
 	err = zeroAndSync(fd)
+	if errors.Is(err, errShared) {
+		err = nil // not ours alone: just drop our name for it
+	}
 	if cerr := unix.Close(fd); err == nil {
 		err = cerr
 	}
@@ -151,10 +154,18 @@ func DestroyKey(root *Dir) error {
 // zeroAndSync overwrites the header file's bytes with zeros. Only the first
 // MaxHeaderSize bytes can hold a header securevol wrote; a larger planted
 // file is not worth the time.
+//
+// A header with more than one link is not ours alone (securevol writes
+// headers as new files, with one link): another name for the same file,
+// planted in the folder, may be the master key outside it. It is left as
+// it is (errShared) and only our name is removed.
 func zeroAndSync(fd int) error {
 	var st unix.Statx_t
 	if err := Fstat(fd, &st); err != nil {
 		return err
+	}
+	if st.Nlink != 1 {
+		return errShared
 	}
 	n := min(st.Size, uint64(crypto.MaxHeaderSize))
 	if _, err := PwriteFull(fd, make([]byte, n), 0); err != nil {

@@ -311,22 +311,15 @@ func (d *Driver) create(name string, opts store.Options) (*store.Volume, error) 
 	return v, nil
 }
 
+// applyOwner gives the new backing folder dir (the volume's root
+// directory) its owner and mode, through its descriptor.
 func applyOwner(dir string, o store.Options) error {
-	if err := os.Chown(dir, int(o.UID), int(o.GID)); err != nil {
-		return err
-	}
-	// os.Chmod maps Go's mode bits; setgid and sticky need translating.
-	mode := os.FileMode(o.Mode & 0o777)
-	if o.Mode&0o4000 != 0 {
-		mode |= os.ModeSetuid
-	}
-	if o.Mode&0o2000 != 0 {
-		mode |= os.ModeSetgid
-	}
-	if o.Mode&0o1000 != 0 {
-		mode |= os.ModeSticky
-	}
-	return os.Chmod(dir, mode)
+	return backing.WithRoot(dir, func(root *backing.Dir) error {
+		if err := unix.Fchown(root.Fd(), int(o.UID), int(o.GID)); err != nil {
+			return err
+		}
+		return unix.Fchmod(root.Fd(), o.Mode&0o7777)
+	})
 }
 
 // removeAll deletes a backing folder's files (a variable for tests: it is
@@ -522,7 +515,7 @@ func (d *Driver) watch(name string, lm *liveMount) {
 var errKeyMismatch = errors.New("the daemon's master key does not open this volume (was it created under another key, or were its header's ID or name changed?)")
 
 // errWrongFolder: a folder's authenticated name is another volume's.
-var errWrongFolder = errors.New("the backing folder belongs to another volume")
+var errWrongFolder = errors.New("the backing folder does not match the volume")
 
 // openVolume unwraps v's volume key with the first key source that opens
 // its folder and checks that the folder is v's: its header's authenticated

@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"os"
 	"runtime/debug"
 	"slices"
 	"time"
@@ -21,6 +22,53 @@ const MaxRequestBytes = 64 << 10
 
 // ContentType is what the plugin protocol speaks (and what the helper sends).
 const ContentType = "application/vnd.docker.plugins.v1.1+json"
+
+// engineLongestCall is how long the engine waits for a volume plugin's
+// answer at most: 2 minutes for Mount, 1 minute for every other call
+// (moby's volume/drivers proxy).
+const engineLongestCall = 2 * time.Minute
+
+// ServerLimits bound what one client of a plugin socket can hold: a
+// connection that sends half a request, or none, or never reads its answer
+// must not hold a goroutine and a descriptor for ever.
+type ServerLimits struct {
+	ReadHeader time.Duration // from connect (kept alive: the request's first byte) to the end of the headers
+	Read       time.Duration // the whole request, body included
+	Idle       time.Duration // a kept-alive connection between two requests
+	// Write runs from the end of the request to the end of the answer, so
+	// it includes the handler's work (a Mount) and must outlast it; 0 is
+	// no limit. Read deadlines do not cut a handler off: it still answers.
+	Write          time.Duration
+	MaxHeaderBytes int
+}
+
+// DefaultServerLimits are the plugin socket's limits. The engine's
+// requests are a few hundred bytes sent at once, so a slow one is stuck,
+// not slow. Write exceeds the longest the engine waits (a 2-minute Mount),
+// so no answer the engine still waits for is ever cut; it only frees a
+// connection whose client stopped reading.
+func DefaultServerLimits() ServerLimits {
+	return ServerLimits{
+		ReadHeader:     10 * time.Second,
+		Read:           30 * time.Second,
+		Idle:           2 * time.Minute,
+		Write:          engineLongestCall + 3*time.Minute,
+		MaxHeaderBytes: 16 << 10,
+	}
+}
+
+// NewServer returns an HTTP server for h with limits l; the caller serves
+// it on its Unix socket.
+func NewServer(h http.Handler, l ServerLimits) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: l.ReadHeader,
+		ReadTimeout:       l.Read,
+		IdleTimeout:       l.Idle,
+		WriteTimeout:      l.Write,
+		MaxHeaderBytes:    l.MaxHeaderBytes,
+	}
+}
 
 // NewHandler serves Docker's volume plugin protocol for drv. It answers as
 // go-plugins-helpers' volume.NewHandler does (same paths, same JSON, 500
@@ -53,6 +101,12 @@ func NewHandler(drv volume.Driver, log *logrus.Entry) http.Handler {
 			var tooBig *http.MaxBytesError
 			if errors.As(err, &tooBig) {
 				writeJSON(w, http.StatusRequestEntityTooLarge, volume.ErrorResponse{Err: fmt.Sprintf("request body larger than %d bytes", MaxRequestBytes)})
+				return
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				// The server's read limit passed mid-body (the error
+				// would only name our own socket).
+				writeJSON(w, http.StatusRequestTimeout, volume.ErrorResponse{Err: "the request body did not arrive in time"})
 				return
 			}
 			if err != nil {

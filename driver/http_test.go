@@ -18,18 +18,27 @@ import (
 	"github.com/docker/go-plugins-helpers/volume"
 )
 
-// serveUnix serves h on a fresh Unix socket and returns a client for it.
+// serveUnix serves h on a fresh Unix socket, as the daemon does, and
+// returns a client for it.
 func serveUnix(t testing.TB, h http.Handler) *http.Client {
 	t.Helper()
+	_, c := serveUnixLimits(t, h, DefaultServerLimits())
+	return c
+}
+
+// serveUnixLimits serves h with limits l and returns the socket's path and
+// a client for it.
+func serveUnixLimits(t testing.TB, h http.Handler, l ServerLimits) (string, *http.Client) {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "p.sock")
-	l, err := net.Listen("unix", sock)
+	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(l)
+	srv := NewServer(h, l)
+	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+	return sock, &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 		}}}

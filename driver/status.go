@@ -1,11 +1,9 @@
 package driver
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
-	"path/filepath"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/store"
 )
 
@@ -56,33 +54,14 @@ func (d *Driver) status(v *store.Volume) map[string]interface{} {
 	return st
 }
 
-var errWalkLimit = errors.New("walk limit")
-
-// backingSize sums the sizes of the files in dir, stopping after
-// sizeWalkLimit entries (complete is then false).
+// backingSize sums the sizes of the files in the backing folder dir,
+// stopping after sizeWalkLimit entries (complete is then false).
 func backingSize(dir string) (size int64, complete bool, err error) {
-	n := 0
-	err = filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
-		if err != nil {
-			if path == dir {
-				return err
-			}
-			return nil // a file deleted while walking
-		}
-		if n++; n > sizeWalkLimit {
-			return errWalkLimit
-		}
-		if e.Type().IsRegular() {
-			if fi, err := e.Info(); err == nil {
-				size += fi.Size()
-			}
-		}
-		return nil
+	err = backing.WithRoot(dir, func(root *backing.Dir) error {
+		size, complete, err = backing.Usage(root, sizeWalkLimit)
+		return err
 	})
-	if errors.Is(err, errWalkLimit) {
-		return size, false, nil
-	}
-	return size, err == nil, err
+	return size, complete, err
 }
 
 func humanBytes(n int64) string {

@@ -82,12 +82,12 @@ func (c *checker) problem(rel, plain, format string, args ...any) {
 // below it. Each level holds one descriptor while its children are walked.
 func (c *checker) dir(d *backing.Dir, rel, plain string) error {
 	c.rep.Dirs++
-	c.xattrs(d.Fd(), rel, plain)
 	iv, err := backing.ReadDirIV(d)
 	if err != nil {
 		c.problem(rel, plain, "directory IV: %s", describe(d, crypto.DirIVName, err))
-		return nil // names below cannot be checked
+		return nil // names and attributes below cannot be checked
 	}
+	c.xattrs(d.Fd(), iv, rel, plain)
 	var names []string
 	present := map[string]bool{}
 	err = d.ReadNames(func(name string, _ uint64, _ uint8) bool {
@@ -202,24 +202,24 @@ func (c *checker) file(d *backing.Dir, name, rel, plain string) {
 		return
 	}
 	defer unix.Close(fd)
-	c.xattrs(fd, rel, plain)
-	hdr := make([]byte, crypto.FileHeaderSize)
+	hdr := make([]byte, crypto.FileHeaderSize+1)
 	n, err := backing.PreadFull(fd, hdr, 0)
 	switch {
 	case err != nil:
 		c.problem(rel, plain, "file header: %v", err)
 		return
-	case n == 0:
-		return // an empty file has no header
-	case n < len(hdr):
-		c.problem(rel, plain, "file header: truncated")
+	case n <= crypto.FileHeaderSize:
+		// No longer than a header: an empty file (docs/FORMAT.md), and
+		// its attributes are bound to no file ID.
+		c.xattrs(fd, nil, rel, plain)
 		return
 	}
-	id, err := crypto.ParseFileHeader(hdr)
+	id, err := crypto.ParseFileHeader(hdr[:crypto.FileHeaderSize])
 	if err != nil {
 		c.problem(rel, plain, "%v", err)
 		return
 	}
+	c.xattrs(fd, id, rel, plain)
 	fc, err := c.keys.FileCipher(id)
 	if err != nil {
 		c.problem(rel, plain, "%v", err)
@@ -247,8 +247,9 @@ func (c *checker) file(d *backing.Dir, name, rel, plain string) {
 // xattrs checks the attributes of fd, a directory or regular file that
 // backing opened and type-checked (so the f*xattr calls act on exactly
 // that entry; this also covers the root, which has no parent to name it
-// in).
-func (c *checker) xattrs(fd int, rel, plain string) {
+// in). entryID is what the values are bound to: a directory's IV, a
+// file's ID.
+func (c *checker) xattrs(fd int, entryID []byte, rel, plain string) {
 	n, err := unix.Flistxattr(fd, c.xbuf)
 	if err != nil {
 		if err != unix.ENOTSUP {
@@ -270,7 +271,7 @@ func (c *checker) xattrs(fd int, rel, plain string) {
 			c.problem(rel, plain, "xattr %s: %v", pname, err)
 			continue
 		}
-		if _, err := c.keys.OpenXattrValue(pname, c.xbuf[:m], nil); err != nil {
+		if _, err := c.keys.OpenXattrValue(pname, c.xbuf[:m], entryID); err != nil {
 			c.problem(rel, plain, "%v", err)
 		}
 	}

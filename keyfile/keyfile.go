@@ -160,6 +160,42 @@ func GenerateKeyFile(path string) error {
 	return nil
 }
 
+// WriteKeyFile stores the raw key at path with mode 0600, replacing what
+// is there atomically: a temporary file beside it is written, fsynced and
+// renamed over it, and the directory is fsynced.
+func WriteKeyFile(path string, raw []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".securevol-key-")
+	if err != nil {
+		return &Error{Path: path, Err: err}
+	}
+	tmp := f.Name() // mode 0600 from the start
+	_, err = f.Write(raw)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = Install(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return &Error{Path: path, Err: err}
+	}
+	return nil
+}
+
+// Install renames the key file from over to, durably (the directory is
+// fsynced).
+func Install(from, to string) error {
+	if err := os.Rename(from, to); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(to))
+}
+
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {

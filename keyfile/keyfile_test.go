@@ -133,3 +133,25 @@ func TestPassphraseFile(t *testing.T) {
 		t.Fatalf("empty passphrase: %v", err)
 	}
 }
+
+func TestWriteKeyFileReplaces(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "master.key")
+	for _, b := range []byte{1, 2} {
+		raw := bytes.Repeat([]byte{b}, crypto.KeySize)
+		if err := WriteKeyFile(path, raw); err != nil {
+			t.Fatal(err)
+		}
+		k, err := LoadKeyFile(path)
+		if err != nil {
+			t.Fatalf("the written key does not load: %v", err)
+		}
+		want, _ := crypto.NewMasterKey(raw)
+		if !k.Equal(want) {
+			t.Fatalf("round %d: another key loaded", b)
+		}
+	}
+	ents, _ := os.ReadDir(filepath.Dir(path))
+	if len(ents) != 1 {
+		t.Fatalf("temporary files left: %v", ents)
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -69,9 +68,9 @@ func parseServe(args []string) (*serveConfig, error) {
 	stringFlag(fs, &c.mountRoot, "mount-root", "", "where volumes are mounted, one directory per name (default <state-dir>/mnt; a managed plugin must use a path under its propagatedMount, e.g. /mnt/volumes)")
 	stringFlag(fs, &c.keyFile, "key-file", defaultKeyFile, "master key file, 32 raw bytes, mode 0600; generated on first start if absent")
 	stringFlag(fs, &c.passFile, "passphrase-file", "", "derive the master key from the passphrase in this file (Argon2id) instead of a key file")
-	stringFlag(fs, &c.keyCommand, "key-command", "", "run this program (split on spaces, no shell) and use the key it prints: 32 raw bytes, or 64 hex digits, or base64 of 32 bytes")
-	// Its arguments may carry a credential for the secret manager: -h must
-	// not print the value taken from the environment as the default.
+	stringFlag(fs, &c.keyCommand, "key-command", "", "run this program (split on spaces, no shell) and use the key it prints: 32 raw bytes, or 64 hex digits, or base64 of 32 bytes; this command line is not secret (every local user sees it in the process list): the program reads its credentials from a file or its environment")
+	// Not secret by contract (see above), but an admin may have put a
+	// credential there anyway: -h need not repeat it from the environment.
 	fs.Lookup("key-command").DefValue = ""
 	stringFlag(fs, &c.logLevel, "log-level", "info", "debug, info, warn or error")
 	stringFlag(fs, &c.logFormat, "log-format", "text", "text or json")
@@ -208,19 +207,21 @@ func runServe(args []string) error {
 	log.WithFields(logrus.Fields{"volumes": rep.Volumes, "recovered": len(rep.Recovered), "finished_removals": len(rep.Finished),
 		"stale_mounts": rep.StaleMounts, "remounted": rep.Remounted, "problems": len(rep.Problems), "took": rep.Took.Round(time.Millisecond)}).Info("state loaded")
 
-	l, err := listenUnix(c.socket, 0o660)
-	if err != nil {
-		return err
-	}
-	srv := &http.Server{Handler: driver.NewHandler(drv, log), ReadHeaderTimeout: 10 * time.Second}
 	adminPath := filepath.Join(c.stateDir, adminSocketName)
 	al, err := listenUnix(adminPath, 0o600)
 	if err != nil {
-		l.Close()
 		return err
 	}
+	// The plugin socket comes last: once it shows, the daemon is ready.
+	l, err := listenUnix(c.socket, 0o660)
+	if err != nil {
+		al.Close()
+		os.Remove(adminPath)
+		return err
+	}
+	srv := driver.NewServer(driver.NewHandler(drv, log), driver.DefaultServerLimits())
 	adm := &admin{cfg: c, drv: drv, log: log, keys: keys}
-	asrv := &http.Server{Handler: adm.handler(), ReadHeaderTimeout: 10 * time.Second, ConnContext: peerCredContext}
+	asrv := adm.server()
 
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(l) }()
@@ -290,21 +291,35 @@ func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
 			return nil, fmt.Errorf("remove stale socket: %w", err)
 		}
 	}
-	l, err := net.Listen("unix", path)
+	// Made in place, the socket would show for a moment with the umask's
+	// mode (0777 under umask 0: anyone could connect) and be found by a
+	// client before it is ready; so it is made under a hidden name and
+	// renamed into place with its mode and owner set.
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".new")
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove the temporary socket a crash left: %w", err)
+	}
+	l, err := net.Listen("unix", tmp)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
-	// Until this chmod the socket has the umask's mode: 0755 or stricter,
-	// which lets no one but root connect.
-	if err := os.Chmod(path, mode); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("socket mode: %w", err)
+	fail := func(what string, err error) (net.Listener, error) {
+		l.Close() // unlinks tmp
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if err := os.Chmod(tmp, mode); err != nil {
+		return fail("socket mode", err)
 	}
 	if os.Geteuid() == 0 {
-		if err := os.Chown(path, 0, 0); err != nil {
-			l.Close()
-			return nil, fmt.Errorf("socket owner: %w", err)
+		if err := os.Chown(tmp, 0, 0); err != nil {
+			return fail("socket owner", err)
 		}
 	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fail("socket", err)
+	}
+	// Close must not unlink tmp: it is gone, and the name may be another
+	// start's by then. runServe removes path itself.
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
 	return l, nil
 }

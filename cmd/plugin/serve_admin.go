@@ -45,6 +45,21 @@ type rotateResponse struct {
 	Err       string `json:",omitempty"`
 }
 
+// maxAdminRequest bounds the admin socket's request body: a base64 key in
+// a small JSON object.
+const maxAdminRequest = 4096
+
+// adminLimits are the plugin socket's limits without the write limit: a
+// rotation re-wraps every volume, so its time grows with their number, and
+// an answer cut off would report a rotation that succeeded as failed. The
+// answer is a few bytes that the socket buffer takes at once, so a client
+// that never reads it holds nothing.
+func adminLimits() driver.ServerLimits {
+	l := driver.DefaultServerLimits()
+	l.Write = 0
+	return l
+}
+
 type peerKey struct{}
 
 // peerCredContext records the connecting process's credentials: the
@@ -66,6 +81,13 @@ func peerCredContext(ctx context.Context, c net.Conn) context.Context {
 	return context.WithValue(ctx, peerKey{}, cred)
 }
 
+// server returns the admin socket's HTTP server.
+func (a *admin) server() *http.Server {
+	s := driver.NewServer(a.handler(), adminLimits())
+	s.ConnContext = peerCredContext
+	return s
+}
+
 func (a *admin) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /Admin.RotateKey", func(w http.ResponseWriter, r *http.Request) {
@@ -75,7 +97,13 @@ func (a *admin) handler() http.Handler {
 			return
 		}
 		var req rotateRequest
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4096))
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAdminRequest))
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			clear(body)
+			writeAdmin(w, http.StatusRequestEntityTooLarge, rotateResponse{Err: fmt.Sprintf("request body larger than %d bytes", maxAdminRequest)})
+			return
+		}
 		if err == nil {
 			err = json.Unmarshal(body, &req)
 		}
@@ -142,63 +170,18 @@ func rotateKeyFile(keyFile string, raw []byte, drv *driver.Driver, log *logrus.E
 	if old, err := keyfile.LoadKeyFile(pending); err == nil && !old.Equal(k) {
 		log.Warn("replacing the new key of an earlier, unfinished rotation")
 	}
-	if err := writeKeyFile(pending, raw); err != nil {
+	if err := keyfile.WriteKeyFile(pending, raw); err != nil {
 		return 0, err
 	}
 	rep, err := drv.RotateKey(crypto.StaticKey{Key: k})
 	if err != nil {
 		return 0, err
 	}
-	if err := os.Rename(pending, keyFile); err != nil {
+	if err := keyfile.Install(pending, keyFile); err != nil {
 		return 0, fmt.Errorf("volumes re-wrapped, but installing the new key file failed (it is %s; the next start finishes): %w", pending, err)
-	}
-	if err := syncDir(filepath.Dir(keyFile)); err != nil {
-		return 0, err
 	}
 	log.WithFields(logrus.Fields{"volumes": rep.Rewrapped, "key_file": keyFile}).Info("master key rotated; the old key opens nothing now")
 	return rep.Rewrapped, nil
-}
-
-// writeKeyFile stores a key with mode 0600 atomically (temp, fsync, rename).
-func writeKeyFile(path string, raw []byte) error {
-	dir := filepath.Dir(path)
-	tmpDir, err := os.MkdirTemp(dir, ".securevol-key-")
-	if err != nil {
-		return fmt.Errorf("write key file: %w", err)
-	}
-	defer os.RemoveAll(tmpDir)
-	// GenerateKeyFile would draw a new key; write the given one the same way.
-	tmp := filepath.Join(tmpDir, "key")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("write key file: %w", err)
-	}
-	_, err = f.Write(raw)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err == nil {
-		err = syncDir(dir)
-	}
-	if err != nil {
-		return fmt.Errorf("write key file %s: %w", path, err)
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // runKeyRotate is `securevol key rotate`: re-wrap every volume's key under

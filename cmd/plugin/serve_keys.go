@@ -201,11 +201,21 @@ func adoptKDF(volDir string, pass []byte) (p *crypto.Passphrase, tried int) {
 // only seconds to start listening.
 const keyCommandTimeout = 5 * time.Second
 
+// keyCommandWaitDelay is how long the output is still read after the
+// program exited or was killed.
+const keyCommandWaitDelay = time.Second
+
 // runKeyCommand runs the --key-command program (split on spaces; no shell,
 // which a FROM-scratch plugin image does not have) and reads the master key
 // from its standard output: exactly 32 raw bytes, or 64 hex digits, or the
 // standard or URL-safe base64 of 32 bytes (surrounding whitespace ignored).
 // Its standard error goes to ours; its output never appears in messages.
+//
+// The program gets exactly the admin's arguments, which any local user can
+// read in the process list, so they are documented as not secret: nothing
+// of ours is added to them. It gets no input (stdin is /dev/null) and the
+// daemon's environment, which holds no secret of ours; that is where, or
+// in a file, a credential for a secret manager belongs.
 func runKeyCommand(command string) (*crypto.MasterKey, error) {
 	argv := strings.Fields(command)
 	if len(argv) == 0 {
@@ -217,12 +227,17 @@ func runKeyCommand(command string) (*crypto.MasterKey, error) {
 	cmd.Stderr = os.Stderr
 	var out bytes.Buffer
 	cmd.Stdout = &limitedWriter{w: &out, n: 4096}
+	// A process the program leaves behind (a background helper) may keep
+	// its output open; Wait would wait for that process too, past the
+	// timeout. Stop reading shortly after the program exits or is killed.
+	cmd.WaitDelay = keyCommandWaitDelay
 	err := cmd.Run()
 	defer clear(out.Bytes())
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("key command %s: no answer within %v", argv[0], keyCommandTimeout)
 	}
-	if err != nil {
+	// ErrWaitDelay: the program succeeded and what it printed is read.
+	if err != nil && !errors.Is(err, exec.ErrWaitDelay) {
 		return nil, fmt.Errorf("key command %s: %w", argv[0], err)
 	}
 	raw, err := decodeKey(out.Bytes())

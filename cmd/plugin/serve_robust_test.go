@@ -9,8 +9,8 @@ import (
 	"testing"
 )
 
-// The key command may carry a credential in its arguments (a token for the
-// secret manager); `serve -h` must not print it from the environment.
+// The key command line is documented as not secret, yet an admin may put a
+// token in it anyway; `serve -h` must not print it from the environment.
 func TestServeHelpHidesKeyCommand(t *testing.T) {
 	const secret = "s3cr3t-token-value"
 	t.Setenv("SECUREVOL_KEY_COMMAND", "/bin/getkey --token "+secret)

@@ -23,7 +23,10 @@ import (
 // A write first preallocates the ciphertext it will overwrite (fallocate
 // with KEEP_SIZE), so a full disk fails the write before any byte of an
 // existing block changes instead of leaving a torn block; space for
-// blocks appended past the end is released again if the write fails.
+// blocks appended past the end is released again if the write fails. A
+// block that keeps data which must survive a crash is rewritten through a
+// redo record, and whatever an interruption leaves is repaired when the
+// file is next loaded: see recover.go.
 
 const (
 	bs  = crypto.BlockSize

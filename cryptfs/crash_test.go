@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -75,6 +76,8 @@ func startCrashServer(t *testing.T, spec string) *crashServer {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashHelperProcess$", "-test.timeout=2m")
 	cmd.Env = append(os.Environ(), crashHelperEnv+"="+spec)
+	// Gone with the test process, should that die first.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	s := &crashServer{cmd: cmd, stderr: new(bytes.Buffer)}
 	cmd.Stderr = s.stderr
 	out, err := cmd.StdoutPipe()

@@ -2,6 +2,7 @@ package backing
 
 import (
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -188,19 +189,45 @@ func TestDestroyKeyNeverFollows(t *testing.T) {
 	}
 }
 
-// DestroyKey zeroes the header's blocks before unlinking it: a second
-// hard link (standing for the disk's blocks) then holds no key.
+// DestroyKey zeroes the header's blocks before unlinking it: a descriptor
+// opened before (standing for the disk's blocks) then reads no key. (A
+// second hard link would not do: a header with other links is not ours
+// alone and is left as it is; see TestDestroyKeyLeavesSharedHeader.)
 func TestDestroyKeyZeroes(t *testing.T) {
 	root, path := openTestRoot(t)
 	k, _ := crypto.RandomMasterKey()
 	_, _, err := InitVolume(root, crypto.StaticKey{Key: k}, "", nil)
 	mustOK(t, err)
-	spy := filepath.Join(t.TempDir(), "spy")
-	mustOK(t, os.Link(filepath.Join(path, crypto.HeaderName), spy))
+	spy, err := os.Open(filepath.Join(path, crypto.HeaderName))
+	mustOK(t, err)
+	defer spy.Close()
 	mustOK(t, DestroyKey(root))
-	b, err := os.ReadFile(spy)
+	b, err := io.ReadAll(spy)
 	mustOK(t, err)
 	if len(b) == 0 || strings.Trim(string(b), "\x00") != "" {
 		t.Fatalf("header not zeroed: %q", b)
+	}
+}
+
+// A header with a second link may be a file outside the folder (the master
+// key, say): DestroyKey removes its own name and writes nothing.
+func TestDestroyKeyLeavesSharedHeader(t *testing.T) {
+	root, path := openTestRoot(t)
+	k, _ := crypto.RandomMasterKey()
+	_, _, err := InitVolume(root, crypto.StaticKey{Key: k}, "", nil)
+	mustOK(t, err)
+	other := filepath.Join(t.TempDir(), "other")
+	mustOK(t, os.Link(filepath.Join(path, crypto.HeaderName), other))
+	before, err := os.ReadFile(other)
+	mustOK(t, err)
+	mustOK(t, DestroyKey(root))
+	after, err := os.ReadFile(other)
+	mustOK(t, err)
+	if string(after) != string(before) {
+		t.Fatal("DestroyKey wrote through a header with another link")
+	}
+	var st unix.Statx_t
+	if err := root.Lstat(crypto.HeaderName, &st); !errors.Is(err, unix.ENOENT) {
+		t.Fatalf("the header name is still there: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package backing
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -521,4 +522,48 @@ func Errno(err error) syscall.Errno {
 		return e
 	}
 	return syscall.EIO
+}
+
+// ReopenFile opens the regular file that fd has open once more, with
+// flags (e.g. read-write for a repair through a read-only handle). It goes
+// through /proc/self/fd, which reaches the very inode fd holds, even an
+// unlinked one, and checks that it did.
+func ReopenFile(fd int, flags int) (int, error) {
+	nfd, err := retry(func() (int, error) {
+		return unix.Open(procPath(fd), flags|unix.O_CLOEXEC|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+	})
+	if err != nil {
+		return -1, err
+	}
+	var a, b unix.Statx_t
+	if err := Fstat(fd, &a); err != nil || Fstat(nfd, &b) != nil || a.Ino != b.Ino ||
+		a.Dev_major != b.Dev_major || a.Dev_minor != b.Dev_minor || uint32(b.Mode)&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(nfd)
+		return -1, ErrNotRegular
+	}
+	return nfd, nil
+}
+
+// Handle returns the file handle the backing file system gives the entry
+// name in d (or d itself for "") for NFS export: its type and bytes, which
+// include the file system's inode generation. The name is not followed.
+func (d *Dir) Handle(name string) ([]byte, error) {
+	return handle(d.fd, name)
+}
+
+// FileHandle is Handle of the open file fd.
+func FileHandle(fd int) ([]byte, error) { return handle(fd, "") }
+
+func handle(fd int, name string) ([]byte, error) {
+	flags := 0
+	if name == "" {
+		flags = unix.AT_EMPTY_PATH
+	} else if err := checkName(name); err != nil {
+		return nil, err
+	}
+	h, _, err := unix.NameToHandleAt(fd, name, flags)
+	if err != nil {
+		return nil, err
+	}
+	return binary.BigEndian.AppendUint32(h.Bytes(), uint32(h.Type())), nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/internal/testenv"
 )
 
@@ -101,7 +102,12 @@ func TestGenWithoutBirthTime(t *testing.T) {
 	if st.Mask&unix.STATX_BTIME != 0 {
 		t.Fatalf("ext2 with 128-byte inodes reports a birth time (%v): the test needs a file system without", st.Btime)
 	}
-	g := gen(dfd, "a", &st)
+	d, err := backing.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	g := gen(func() ([]byte, error) { return d.Handle("a") }, &st)
 	if g == 1 {
 		t.Fatal("no generation from the file handle")
 	}
@@ -109,7 +115,7 @@ func TestGenWithoutBirthTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := gen(fd, "", &st); got != g {
+	if got := gen(func() ([]byte, error) { return backing.FileHandle(fd) }, &st); got != g {
 		t.Errorf("through a descriptor: generation %d, by name %d", got, g)
 	}
 	unix.Close(fd)
@@ -117,7 +123,7 @@ func TestGenWithoutBirthTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(dir, "a"), []byte("changed"), 0o600)
-	if st2 := statxAt(t, dfd, "a"); gen(dfd, "a", &st2) != g {
+	if st2 := statxAt(t, dfd, "a"); gen(func() ([]byte, error) { return d.Handle("a") }, &st2) != g {
 		t.Error("generation changed with chmod and a write")
 	}
 	os.Remove(filepath.Join(dir, "a"))
@@ -126,7 +132,7 @@ func TestGenWithoutBirthTime(t *testing.T) {
 	if stb.Ino != st.Ino {
 		t.Fatalf("ext2 gave the new file inode %d, not the freed %d: nothing shown", stb.Ino, st.Ino)
 	}
-	if gen(dfd, "b", &stb) == g {
+	if gen(func() ([]byte, error) { return d.Handle("b") }, &stb) == g {
 		t.Error("a new file with a reused inode number got the old file's generation")
 	}
 }

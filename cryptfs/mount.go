@@ -18,7 +18,6 @@
 package cryptfs
 
 import (
-	"encoding/binary"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -287,28 +286,24 @@ func (f *fsys) ino(st *unix.Statx_t) uint64 {
 // confuse files either (ext2, ext3 and ext4 with 128-byte inodes, vfat).
 // Never ctime or mtime: they change on chmod or write, and a live file
 // must keep its generation. A file system with neither gets 1.
-func gen(fd int, name string, st *unix.Statx_t) uint64 {
+func gen(handle func() ([]byte, error), st *unix.Statx_t) uint64 {
 	if st.Mask&unix.STATX_BTIME != 0 && (st.Btime.Sec != 0 || st.Btime.Nsec != 0) {
 		return uint64(st.Btime.Sec)*1e9 + uint64(st.Btime.Nsec)
 	}
-	flags := 0
-	if name == "" {
-		flags = unix.AT_EMPTY_PATH
-	}
-	h, _, err := unix.NameToHandleAt(fd, name, flags) // never follows a symlink
+	h, err := handle()
 	if err != nil {
 		return 1
 	}
 	sum := fnv.New64a()
-	binary.Write(sum, binary.BigEndian, h.Type())
-	sum.Write(h.Bytes())
+	sum.Write(h)
 	return sum.Sum64()
 }
 
-// stableAttr is the identity of the backing entry name in the directory
-// fd, or of fd itself if name is "", which st describes.
-func (f *fsys) stableAttr(fd int, name string, st *unix.Statx_t) fs.StableAttr {
-	return fs.StableAttr{Mode: uint32(st.Mode) & syscall.S_IFMT, Ino: f.ino(st), Gen: gen(fd, name, st)}
+// stableAttr is the identity of a backing entry, which st describes;
+// handle gives its file handle (backing.Handle or backing.FileHandle),
+// asked only where there is no birth time.
+func (f *fsys) stableAttr(handle func() ([]byte, error), st *unix.Statx_t) fs.StableAttr {
+	return fs.StableAttr{Mode: uint32(st.Mode) & syscall.S_IFMT, Ino: f.ino(st), Gen: gen(handle, st)}
 }
 
 // fillAttr converts a backing stat to what the plaintext view shows:

@@ -331,7 +331,7 @@ func dirIsEmpty(d *backing.Dir) (bool, syscall.Errno) {
 func (n *node) newChild(ctx context.Context, d *backing.Dir, b string, st *unix.Statx_t, out *fuse.EntryOut) *fs.Inode {
 	n.fsys.fillAttr(st, &out.Attr)
 	n.fsys.fillLinkSize(d, b, st, &out.Attr)
-	return n.NewInode(ctx, n.fsys.newNode(), n.fsys.stableAttr(d.Fd(), b, st))
+	return n.NewInode(ctx, n.fsys.newNode(), n.fsys.stableAttr(func() ([]byte, error) { return d.Handle(b) }, st))
 }
 
 // authFailed logs a tamper report. Only backing (encrypted) names appear.

@@ -250,7 +250,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	child := n.fsys.newNode()
 	child.size.Store(0)
 	n.fsys.fillAttr(&st, &out.Attr)
-	ch := n.NewInode(ctx, child, n.fsys.stableAttr(fd, "", &st))
+	ch := n.NewInode(ctx, child, n.fsys.stableAttr(func() ([]byte, error) { return backing.FileHandle(fd) }, &st))
 	child.addOpen(h)
 	return ch, h, openFlags, 0
 }
@@ -277,7 +277,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	child := n.fsys.newNode()
 	child.size.Store(int64(crypto.PlainSize(st.Size)))
 	n.fsys.fillAttr(&st, &out.Attr)
-	ch := n.NewInode(ctx, child, n.fsys.stableAttr(fd, "", &st))
+	ch := n.NewInode(ctx, child, n.fsys.stableAttr(func() ([]byte, error) { return backing.FileHandle(fd) }, &st))
 	child.addOpen(h)
 	return ch, h, openFlags, 0
 }
@@ -345,7 +345,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	child.bdir.Store(d)
 	n.fsys.keepDir(d)
 	n.fsys.fillAttr(&st, &out.Attr)
-	ch := n.NewInode(ctx, child, n.fsys.stableAttr(d.Fd(), "", &st))
+	ch := n.NewInode(ctx, child, n.fsys.stableAttr(func() ([]byte, error) { return backing.FileHandle(d.Fd()) }, &st))
 	if ch.Operations().(*node) != child {
 		// go-fuse found a live node for this inode (it cannot happen for
 		// a new directory, but the descriptor must not leak if it does).

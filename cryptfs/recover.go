@@ -2,13 +2,12 @@ package cryptfs
 
 import (
 	"encoding/binary"
-	"errors"
-	"fmt"
 	"syscall"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
 )
 
@@ -439,7 +438,7 @@ func (n *node) applyRecord(h *fileHandle, w *repairFd, fc *crypto.FileCipher, en
 
 // repairFd is a descriptor a repair can write through: the handle's own,
 // or, for a handle opened read-only, the same file opened again for
-// writing (through /proc/self/fd, which reaches the very inode the handle
+// writing (backing.ReopenFile, which reaches the very inode the handle
 // has open, even an unlinked one), opened on first use.
 type repairFd struct {
 	n     *node
@@ -470,16 +469,7 @@ func (w *repairFd) open() (int, error) {
 	if fl&unix.O_ACCMODE == unix.O_RDWR {
 		return w.h.fd, nil
 	}
-	fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", w.h.fd), unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return -1, err
-	}
-	var a, b unix.Statx_t
-	if err := fstatx(w.h.fd, &a); err != nil || fstatx(fd, &b) != nil || a.Ino != b.Ino || a.Dev_major != b.Dev_major || a.Dev_minor != b.Dev_minor {
-		unix.Close(fd)
-		return -1, errors.New("reopened another file")
-	}
-	return fd, nil
+	return backing.ReopenFile(w.h.fd, unix.O_RDWR)
 }
 
 func (w *repairFd) truncate(size int64) error {

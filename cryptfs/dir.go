@@ -81,7 +81,7 @@ func (d *dirHandle) load() syscall.Errno {
 		return true
 	})
 	if err != nil {
-		return toErrno(err)
+		return backing.Errno(err)
 	}
 	d.ents = ents
 	d.loaded = true
@@ -138,7 +138,7 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	}
 	var st unix.Statx_t
 	if err := d.d.Lstat(b, &st); err != nil {
-		return nil, toErrno(err)
+		return nil, backing.Errno(err)
 	}
 	return d.n.newChild(ctx, d.d, b, &st, out), 0
 }
@@ -160,7 +160,7 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 }
 
 func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
-	return toErrno(d.d.Sync())
+	return backing.Errno(d.d.Sync())
 }
 
 func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {

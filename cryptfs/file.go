@@ -11,6 +11,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
 )
 
@@ -174,9 +175,9 @@ func (n *node) ensureHeaderLocked(h *fileHandle) syscall.Errno {
 	if errno != 0 || hdr == nil {
 		return errno
 	}
-	if _, err := pwriteFull(h.fd, hdr, 0); err != nil {
+	if _, err := backing.PwriteFull(h.fd, hdr, 0); err != nil {
 		n.dropHeaderLocked(h)
-		return toErrno(err)
+		return backing.Errno(err)
 	}
 	n.rebindXattrs(h.fd, nil, n.fc.Load().ID())
 	return 0
@@ -210,9 +211,9 @@ func (n *node) dropHeaderLocked(h *fileHandle) {
 // readBlock appends the plaintext of block b to dst. A block that fails
 // authentication is logged and yields EIO.
 func (n *node) readBlock(h *fileHandle, fc *crypto.FileCipher, buf *ioBuf, b int64, dst []byte) ([]byte, syscall.Errno) {
-	k, err := preadFull(h.fd, buf.block[:], crypto.BlockOffset(uint64(b)))
+	k, err := backing.PreadFull(h.fd, buf.block[:], crypto.BlockOffset(uint64(b)))
 	if err != nil {
-		return nil, toErrno(err)
+		return nil, backing.Errno(err)
 	}
 	p, err := fc.OpenBlock(dst, buf.block[:k], uint64(b))
 	if err != nil {
@@ -234,7 +235,7 @@ func preallocate(fd int, off, length int64) syscall.Errno {
 		case nil, unix.EOPNOTSUPP, unix.ENOSYS:
 			return 0
 		}
-		return toErrno(err)
+		return backing.Errno(err)
 	}
 }
 
@@ -274,9 +275,9 @@ func (n *node) readAt(h *fileHandle, fc *crypto.FileCipher, dest []byte, off int
 	buf := n.fsys.getBuf()
 	defer n.fsys.putBuf(buf)
 	c := buf.cipherSpace(int(last-first+1) * cbs)
-	k, err := preadFull(h.fd, c, crypto.BlockOffset(uint64(first)))
+	k, err := backing.PreadFull(h.fd, c, crypto.BlockOffset(uint64(first)))
 	if err != nil {
-		return 0, toErrno(err)
+		return 0, backing.Errno(err)
 	}
 	c = c[:k]
 	present := (k + cbs - 1) / cbs
@@ -492,7 +493,7 @@ func (n *node) writeLocked(h *fileHandle, data []byte, off int64, hdr []byte) sy
 				// was preallocated, so it cannot be torn by ENOSPC.
 				unix.Ftruncate(h.fd, cur)
 			}
-			return toErrno(err)
+			return backing.Errno(err)
 		}
 	}
 	n.size.Store(newSize)
@@ -514,7 +515,7 @@ func sealAndWrite(fd int, out []byte, off int64, lead, nb int, seal func(i int))
 		for i := 0; i < nb; i++ {
 			seal(i)
 		}
-		_, err := pwriteFull(fd, out, off)
+		_, err := backing.PwriteFull(fd, out, off)
 		return err
 	}
 	chunks := (nb + writeChunk - 1) / writeChunk
@@ -536,7 +537,7 @@ func sealAndWrite(fd int, out []byte, off int64, lead, nb int, seal func(i int))
 				if lo == 0 {
 					from = 0
 				}
-				if _, err := pwriteFull(fd, out[from:end], off+int64(from)); err != nil {
+				if _, err := backing.PwriteFull(fd, out[from:end], off+int64(from)); err != nil {
 					errs[k] = err
 					return
 				}
@@ -594,12 +595,12 @@ func (n *node) extendLocked(h *fileHandle, newSize int64) syscall.Errno {
 		b := newSize / bs
 		p := buf.tail[:rest]
 		clear(p)
-		if _, err = pwriteFull(h.fd, fc.SealBlock(buf.block[:0], p, uint64(b)), crypto.BlockOffset(uint64(b))); err != nil {
+		if _, err = backing.PwriteFull(h.fd, fc.SealBlock(buf.block[:0], p, uint64(b)), crypto.BlockOffset(uint64(b))); err != nil {
 			unix.Ftruncate(h.fd, cur)
 		}
 	}
 	if err != nil {
-		return toErrno(err)
+		return backing.Errno(err)
 	}
 	n.size.Store(newSize)
 	return 0
@@ -616,7 +617,7 @@ func (n *node) truncateLocked(h *fileHandle, newSize int64) syscall.Errno {
 	case newSize == 0:
 		old := n.fileIDLocked(h)
 		if err := unix.Ftruncate(h.fd, 0); err != nil {
-			return toErrno(err)
+			return backing.Errno(err)
 		}
 		n.fc.Store(nil)
 		n.size.Store(0)
@@ -642,7 +643,7 @@ func (n *node) truncateLocked(h *fileHandle, newSize int64) syscall.Errno {
 			return errno
 		}
 	} else if err := unix.Ftruncate(h.fd, int64(crypto.CipherSize(uint64(newSize)))); err != nil {
-		return toErrno(err)
+		return backing.Errno(err)
 	}
 	n.size.Store(newSize)
 	n.synced.Store(min(n.synced.Load(), newSize))
@@ -656,7 +657,7 @@ func (n *node) truncate(s self, size uint64) syscall.Errno {
 	if s.fd < 0 {
 		fd, err := s.dir.OpenFile(s.name, unix.O_RDWR, 0)
 		if err != nil {
-			return toErrno(err)
+			return backing.Errno(err)
 		}
 		defer unix.Close(fd)
 		h.fd = fd
@@ -706,7 +707,7 @@ func (n *node) Allocate(ctx context.Context, f fs.FileHandle, off uint64, length
 		cend = int64(crypto.CipherSize(uint64(end)))
 	}
 	if err := unix.Fallocate(h.fd, unix.FALLOC_FL_KEEP_SIZE, start, cend-start); err != nil {
-		return toErrno(err)
+		return backing.Errno(err)
 	}
 	if grow {
 		return n.extendLocked(h, end)
@@ -723,7 +724,7 @@ func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall
 		}
 		return n.fsynced(sync(h.fd))
 	case *dirHandle:
-		return toErrno(h.d.Sync())
+		return backing.Errno(h.d.Sync())
 	}
 	s, errno := n.self(nil)
 	if errno != 0 {
@@ -735,7 +736,7 @@ func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall
 	}
 	fd, err := s.dir.OpenFile(s.name, unix.O_RDONLY, 0)
 	if err != nil {
-		return toErrno(err)
+		return backing.Errno(err)
 	}
 	defer unix.Close(fd)
 	return n.fsynced(unix.Fsync(fd))
@@ -744,7 +745,7 @@ func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall
 // fsynced records a successful fsync of the file (see node.synced).
 func (n *node) fsynced(err error) syscall.Errno {
 	if err != nil {
-		return toErrno(err)
+		return backing.Errno(err)
 	}
 	n.cmu.Lock()
 	n.markSyncedLocked()
@@ -755,7 +756,7 @@ func (n *node) fsynced(err error) syscall.Errno {
 func (n *node) Release(ctx context.Context, f fs.FileHandle) syscall.Errno {
 	if h, ok := f.(*fileHandle); ok {
 		n.removeOpen(h)
-		return toErrno(unix.Close(h.fd))
+		return backing.Errno(unix.Close(h.fd))
 	}
 	return 0
 }

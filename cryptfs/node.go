@@ -126,7 +126,7 @@ func (n *node) dir() (*backing.Dir, syscall.Errno) {
 		if errors.Is(err, backing.ErrNotDir) {
 			n.fsys.log.WithField("path", n.logPath()).Error("a directory in the backing folder was replaced by another type")
 		}
-		return nil, toErrno(err)
+		return nil, backing.Errno(err)
 	}
 	if !n.bdir.CompareAndSwap(nil, d) {
 		d.Close()
@@ -288,7 +288,7 @@ func (f *fsys) loadDirIV(d *backing.Dir, where func() string) ([]byte, syscall.E
 	}
 	if err != unix.ENOENT && !errors.Is(err, backing.ErrDamaged) {
 		f.log.WithField("dir", where()).WithError(err).Error("directory IV unreadable")
-		return nil, toErrno(err)
+		return nil, backing.Errno(err)
 	}
 	empty, errno := dirIsEmpty(d)
 	if errno != 0 {
@@ -301,7 +301,7 @@ func (f *fsys) loadDirIV(d *backing.Dir, where func() string) ([]byte, syscall.E
 	d.Unlink(crypto.DirIVName)
 	iv, err = backing.CreateDirIV(d)
 	if err != nil {
-		return nil, toErrno(err)
+		return nil, backing.Errno(err)
 	}
 	f.log.WithField("dir", where()).Warn("empty directory had no IV (interrupted mkdir or rmdir); created a new one")
 	return iv, 0
@@ -312,7 +312,7 @@ func (f *fsys) loadDirIV(d *backing.Dir, where func() string) ([]byte, syscall.E
 func dirIsEmpty(d *backing.Dir) (bool, syscall.Errno) {
 	l, err := d.Reopen()
 	if err != nil {
-		return false, toErrno(err)
+		return false, backing.Errno(err)
 	}
 	defer l.Close()
 	empty := true
@@ -323,7 +323,7 @@ func dirIsEmpty(d *backing.Dir) (bool, syscall.Errno) {
 		empty = false
 		return false
 	})
-	return empty, toErrno(err)
+	return empty, backing.Errno(err)
 }
 
 // newChild makes (or, through go-fuse, finds) the node for the backing

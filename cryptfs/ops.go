@@ -46,7 +46,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	}
 	var st unix.Statx_t
 	if err := d.Lstat(b, &st); err != nil {
-		return nil, toErrno(err)
+		return nil, backing.Errno(err)
 	}
 	return n.newChild(ctx, d, b, &st, out), 0
 }
@@ -94,7 +94,7 @@ func (n *node) self(f fs.FileHandle) (self, syscall.Errno) {
 
 func (s self) stat(st *unix.Statx_t) error {
 	if s.fd >= 0 {
-		return fstatx(s.fd, st)
+		return backing.Fstat(s.fd, st)
 	}
 	return s.dir.Lstat(s.name, st)
 }
@@ -133,7 +133,7 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		defer s.close()
 	}
 	if err := s.stat(&st); err != nil {
-		return toErrno(err)
+		return backing.Errno(err)
 	}
 	n.fsys.fillAttr(&st, &out.Attr)
 	if s.dir != nil {
@@ -154,7 +154,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	defer s.close()
 	if mode, ok := in.GetMode(); ok {
 		if err := s.chmod(mode); err != nil {
-			return toErrno(err)
+			return backing.Errno(err)
 		}
 	}
 	uid, uok := in.GetUID()
@@ -168,7 +168,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 			g = int(gid)
 		}
 		if err := s.chown(u, g); err != nil {
-			return toErrno(err)
+			return backing.Errno(err)
 		}
 	}
 	// Truncate before setting times, so an explicit mtime survives.
@@ -192,7 +192,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 			}
 		}
 		if err := s.utimes(&ts); err != nil {
-			return toErrno(err)
+			return backing.Errno(err)
 		}
 	}
 	if s.owned {
@@ -238,12 +238,12 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	}
 	fd, err := d.OpenTmpFile(backingFlags(flags)|int(flags)&unix.O_EXCL, mode&0o7777)
 	if err != nil {
-		return nil, nil, 0, toErrno(err)
+		return nil, nil, 0, backing.Errno(err)
 	}
 	var st unix.Statx_t
-	if err := fstatx(fd, &st); err != nil {
+	if err := backing.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
-		return nil, nil, 0, toErrno(err)
+		return nil, nil, 0, backing.Errno(err)
 	}
 	n.adopt(ctx, d, "", fd, &st, mode)
 	h := &fileHandle{fd: fd, rel: n.childLogPath("(unnamed)")}
@@ -263,12 +263,12 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	fd, err := d.OpenFile(b, backingFlags(flags)|unix.O_CREAT|int(flags)&(unix.O_EXCL|unix.O_TRUNC), mode&0o7777)
 	if err != nil {
 		n.abandonEntry(d, b)
-		return nil, nil, 0, toErrno(err)
+		return nil, nil, 0, backing.Errno(err)
 	}
 	var st unix.Statx_t
-	if err := fstatx(fd, &st); err != nil {
+	if err := backing.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
-		return nil, nil, 0, toErrno(err)
+		return nil, nil, 0, backing.Errno(err)
 	}
 	n.adopt(ctx, d, b, fd, &st, mode)
 	h := &fileHandle{fd: fd, rel: n.childLogPath(b)}
@@ -292,7 +292,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		if errors.Is(err, backing.ErrNotRegular) {
 			n.fsys.log.WithField("path", n.logPath()).Error("a file in the backing folder was replaced by another type")
 		}
-		return nil, 0, toErrno(err)
+		return nil, 0, backing.Errno(err)
 	}
 	h := &fileHandle{fd: fd, rel: n.logPath()}
 	if flags&syscall.O_TRUNC != 0 {
@@ -317,7 +317,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	// sets the requested mode afterwards.
 	if err := pd.Mkdir(b, mode&0o7777|0o700); err != nil {
 		n.abandonEntry(pd, b)
-		return nil, toErrno(err)
+		return nil, backing.Errno(err)
 	}
 	// The IV goes in before the directory is announced: a directory
 	// without IV can hold no names. A crash in between leaves an empty
@@ -332,12 +332,12 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	if err != nil {
 		pd.Rmdir(b)
 		n.abandonEntry(pd, b)
-		return nil, toErrno(err)
+		return nil, backing.Errno(err)
 	}
 	var st unix.Statx_t
 	if err := d.Stat(&st); err != nil {
 		d.Close()
-		return nil, toErrno(err)
+		return nil, backing.Errno(err)
 	}
 	n.adopt(ctx, pd, b, d.Fd(), &st, mode)
 	child := n.fsys.newNode()
@@ -369,11 +369,11 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	}
 	if err := d.Mknod(b, mode, uint64(dev)); err != nil {
 		n.abandonEntry(d, b)
-		return nil, toErrno(err)
+		return nil, backing.Errno(err)
 	}
 	var st unix.Statx_t
 	if err := d.Lstat(b, &st); err != nil {
-		return nil, toErrno(err)
+		return nil, backing.Errno(err)
 	}
 	n.adopt(ctx, d, b, -1, &st, mode)
 	return n.newChild(ctx, d, b, &st, out), 0
@@ -393,7 +393,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		// unreferenced file, never a symlink without its target.
 		if err := backing.WriteLongTarget(n.fsys.root, stored, blob); err != nil {
 			n.abandonEntry(d, b)
-			return nil, toErrno(err)
+			return nil, backing.Errno(err)
 		}
 	}
 	if err := d.Symlink(stored, b); err != nil {
@@ -401,11 +401,11 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		if blob != nil {
 			n.fsys.root.Unlink(stored)
 		}
-		return nil, toErrno(err)
+		return nil, backing.Errno(err)
 	}
 	var st unix.Statx_t
 	if err := d.Lstat(b, &st); err != nil {
-		return nil, toErrno(err)
+		return nil, backing.Errno(err)
 	}
 	n.adopt(ctx, d, b, -1, &st, uint32(st.Mode))
 	return n.newChild(ctx, d, b, &st, out), 0
@@ -476,11 +476,11 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	}
 	if err != nil {
 		n.abandonEntry(d, b)
-		return nil, toErrno(err)
+		return nil, backing.Errno(err)
 	}
 	var st unix.Statx_t
 	if err := d.Lstat(b, &st); err != nil {
-		return nil, toErrno(err)
+		return nil, backing.Errno(err)
 	}
 	return n.newChild(ctx, d, b, &st, out), 0
 }
@@ -496,7 +496,7 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	}
 	freed := n.freedLongTarget(d, b, name)
 	if err := d.Unlink(b); err != nil {
-		return toErrno(err)
+		return backing.Errno(err)
 	}
 	if long {
 		backing.RemoveLongName(d, b)
@@ -531,7 +531,7 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 func removeEmptyDir(pd *backing.Dir, b string, remove func() error) syscall.Errno {
 	d, err := pd.OpenDir(b)
 	if err != nil {
-		return toErrno(err)
+		return backing.Errno(err)
 	}
 	defer d.Close()
 	var internal []string
@@ -547,7 +547,7 @@ func removeEmptyDir(pd *backing.Dir, b string, remove func() error) syscall.Errn
 		}
 		return true
 	}); err != nil {
-		return toErrno(err)
+		return backing.Errno(err)
 	}
 	if !empty {
 		return syscall.ENOTEMPTY
@@ -561,7 +561,7 @@ func removeEmptyDir(pd *backing.Dir, b string, remove func() error) syscall.Errn
 		if ivErr == nil {
 			d.WriteNew(crypto.DirIVName, iv, 0o444)
 		}
-		return toErrno(err)
+		return backing.Errno(err)
 	}
 	return 0
 }
@@ -611,7 +611,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	}
 	if err != nil {
 		np.abandonEntry(nd, nb)
-		return toErrno(err)
+		return backing.Errno(err)
 	}
 	if olong && flags&unix.RENAME_EXCHANGE == 0 {
 		// Renaming one hard link onto another of the same file leaves
@@ -630,7 +630,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	var s unix.Statfs_t
 	if err := unix.Fstatfs(n.fsys.root.Fd(), &s); err != nil {
-		return toErrno(err)
+		return backing.Errno(err)
 	}
 	out.Blocks = s.Blocks
 	out.Bfree = s.Bfree
@@ -651,7 +651,7 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 	// A descriptor of its own: a listing has its own offset.
 	l, err := d.Reopen()
 	if err != nil {
-		return nil, 0, toErrno(err)
+		return nil, 0, backing.Errno(err)
 	}
 	// The kernel may keep listings: every change to a directory passes
 	// through it, and it drops a directory's cached listing on each.
@@ -676,7 +676,7 @@ func (n *node) prepareEntry(name string) (*backing.Dir, string, syscall.Errno) {
 			return nil, "", errno
 		}
 		if err := backing.WriteLongName(d, b, enc); err != nil {
-			return nil, "", toErrno(err)
+			return nil, "", backing.Errno(err)
 		}
 	}
 	return d, b, 0

@@ -133,12 +133,12 @@ func (n *node) rewriteBlock(h *fileHandle, up blockUpdate, oldEnd, final int64) 
 	if errno := preallocate(h.fd, start, int64(len(up.c))); errno != 0 {
 		return errno
 	}
-	if _, err := pwriteFull(h.fd, up.c, start); err != nil {
-		return toErrno(err)
+	if _, err := backing.PwriteFull(h.fd, up.c, start); err != nil {
+		return backing.Errno(err)
 	}
 	if final < oldEnd {
 		if err := unix.Ftruncate(h.fd, final); err != nil {
-			return toErrno(err)
+			return backing.Errno(err)
 		}
 	}
 	return 0
@@ -178,17 +178,17 @@ func (n *node) replaceBlocks(h *fileHandle, ups []blockUpdate, oldEnd, final int
 	}
 	if err := pwritevFull(h.fd, iov, at); err != nil {
 		unix.Ftruncate(h.fd, oldEnd)
-		return toErrno(err)
+		return backing.Errno(err)
 	}
 	for _, u := range ups {
-		if _, err := pwriteFull(h.fd, u.c, crypto.BlockOffset(uint64(u.b))); err != nil {
+		if _, err := backing.PwriteFull(h.fd, u.c, crypto.BlockOffset(uint64(u.b))); err != nil {
 			n.reloadLocked()
-			return toErrno(err)
+			return backing.Errno(err)
 		}
 	}
 	if err := unix.Ftruncate(h.fd, final); err != nil {
 		n.reloadLocked()
-		return toErrno(err)
+		return backing.Errno(err)
 	}
 	return 0
 }
@@ -233,15 +233,15 @@ func pwritevFull(fd int, iov [][]byte, off int64) error {
 // is damaged: EIO, so that no write ever adopts its ID either.
 func (n *node) openContent(h *fileHandle) (*crypto.FileCipher, int64, syscall.Errno) {
 	var st unix.Statx_t
-	if err := fstatx(h.fd, &st); err != nil {
-		return nil, 0, toErrno(err)
+	if err := backing.Fstat(h.fd, &st); err != nil {
+		return nil, 0, backing.Errno(err)
 	}
 	if st.Size <= crypto.FileHeaderSize {
 		return nil, 0, 0
 	}
 	var hdr [crypto.FileHeaderSize]byte
-	if _, err := preadFull(h.fd, hdr[:], 0); err != nil {
-		return nil, 0, toErrno(err)
+	if _, err := backing.PreadFull(h.fd, hdr[:], 0); err != nil {
+		return nil, 0, backing.Errno(err)
 	}
 	id, err := crypto.ParseFileHeader(hdr[:])
 	if err != nil {
@@ -275,7 +275,7 @@ func (n *node) fileIDLocked(h *fileHandle) []byte {
 		return fc.ID()
 	}
 	var hdr [crypto.FileHeaderSize + 1]byte
-	if k, err := preadFull(h.fd, hdr[:], 0); err != nil || k <= crypto.FileHeaderSize {
+	if k, err := backing.PreadFull(h.fd, hdr[:], 0); err != nil || k <= crypto.FileHeaderSize {
 		return nil
 	}
 	id, err := crypto.ParseFileHeader(hdr[:crypto.FileHeaderSize])
@@ -318,8 +318,8 @@ func (n *node) repairTail(h *fileHandle, fc *crypto.FileCipher, end int64) (int6
 			return end, 0
 		}
 		c := buf.cipherSpace(int(end - start))
-		if _, err := preadFull(h.fd, c, start); err != nil {
-			return end, toErrno(err)
+		if _, err := backing.PreadFull(h.fd, c, start); err != nil {
+			return end, backing.Errno(err)
 		}
 		if len(c) > crypto.BlockOverhead {
 			if _, err := fc.OpenBlock(buf.head[:0], c, uint64(b)); err == nil {
@@ -383,8 +383,8 @@ func (n *node) applyRecord(h *fileHandle, w *repairFd, fc *crypto.FileCipher, en
 		return false, 0, 0
 	}
 	var tr [recordTrailer]byte
-	if _, err := preadFull(h.fd, tr[:], end-int64(recordTrailer)); err != nil {
-		return false, 0, toErrno(err)
+	if _, err := backing.PreadFull(h.fd, tr[:], end-int64(recordTrailer)); err != nil {
+		return false, 0, backing.Errno(err)
 	}
 	if string(tr[:len(recordMagic)]) != recordMagic {
 		return false, 0, 0
@@ -413,8 +413,8 @@ func (n *node) applyRecord(h *fileHandle, w *repairFd, fc *crypto.FileCipher, en
 		if u.end() > at {
 			return false, 0, 0
 		}
-		if _, err := preadFull(h.fd, u.c, off); err != nil {
-			return false, 0, toErrno(err)
+		if _, err := backing.PreadFull(h.fd, u.c, off); err != nil {
+			return false, 0, backing.Errno(err)
 		}
 		off += int64(len(u.c))
 		if _, err := fc.OpenBlock(buf.head[:0], u.c, uint64(u.b)); err != nil || isZero(u.c) {
@@ -426,12 +426,12 @@ func (n *node) applyRecord(h *fileHandle, w *repairFd, fc *crypto.FileCipher, en
 		return false, 0, syscall.EIO // logged by fd
 	}
 	for _, u := range ups {
-		if _, err := pwriteFull(fd, u.c, crypto.BlockOffset(uint64(u.b))); err != nil {
-			return false, 0, toErrno(err)
+		if _, err := backing.PwriteFull(fd, u.c, crypto.BlockOffset(uint64(u.b))); err != nil {
+			return false, 0, backing.Errno(err)
 		}
 	}
 	if err := unix.Ftruncate(fd, final); err != nil {
-		return false, 0, toErrno(err)
+		return false, 0, backing.Errno(err)
 	}
 	return true, final, 0
 }

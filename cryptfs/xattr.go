@@ -9,6 +9,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"golang.org/x/sys/unix"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
 )
 
@@ -115,14 +116,14 @@ func (n *node) fileID(s self) ([]byte, syscall.Errno) {
 	if fd < 0 {
 		var err error
 		if fd, err = s.dir.OpenFile(s.name, unix.O_RDONLY, 0); err != nil {
-			return nil, toErrno(err)
+			return nil, backing.Errno(err)
 		}
 		defer unix.Close(fd)
 	}
 	var hdr [crypto.FileHeaderSize + 1]byte
-	k, err := preadFull(fd, hdr[:], 0)
+	k, err := backing.PreadFull(fd, hdr[:], 0)
 	if err != nil {
-		return nil, toErrno(err)
+		return nil, backing.Errno(err)
 	}
 	if k <= crypto.FileHeaderSize {
 		return nil, 0
@@ -186,7 +187,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if len(dest) == 0 {
 		sz, err := p.getxattr(name, nil)
 		if err != nil {
-			return 0, toErrno(err)
+			return 0, backing.Errno(err)
 		}
 		return uint32(max(sz-crypto.NonceSize-crypto.TagSize, 0)), 0
 	}
@@ -198,7 +199,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 		}
 	}
 	if err != nil {
-		return 0, toErrno(err)
+		return 0, backing.Errno(err)
 	}
 	value, err := n.fsys.keys.OpenXattrValue(attr, sealed[:sz], id)
 	if err != nil {
@@ -221,7 +222,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 		return errno
 	}
 	defer release()
-	return toErrno(p.setxattr(name, n.fsys.keys.SealXattrValue(attr, data, id), int(flags)))
+	return backing.Errno(p.setxattr(name, n.fsys.keys.SealXattrValue(attr, data, id), int(flags)))
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
@@ -234,7 +235,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 		return errno
 	}
 	defer p.close()
-	return toErrno(p.removexattr(name))
+	return backing.Errno(p.removexattr(name))
 }
 
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
@@ -247,7 +248,7 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	for {
 		sz, err := p.listxattr(nil)
 		if err != nil {
-			return 0, toErrno(err)
+			return 0, backing.Errno(err)
 		}
 		if sz == 0 {
 			return 0, 0
@@ -258,7 +259,7 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 			continue // grew in between
 		}
 		if err != nil {
-			return 0, toErrno(err)
+			return 0, backing.Errno(err)
 		}
 		raw = raw[:sz]
 		break

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+
+	"github.com/securevol/securevol/internal/testenv"
 )
 
 // A socket appears only with its final mode and owner, even under umask 0:
@@ -15,7 +17,7 @@ import (
 // times over.
 func TestSocketAppearsWithItsMode(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root (the socket is chowned to root)")
+		testenv.Missing(t, "not root (the socket is chowned to root)")
 	}
 	old := syscall.Umask(0)
 	defer syscall.Umask(old)

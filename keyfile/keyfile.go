@@ -143,13 +143,7 @@ func GenerateKeyFile(path string) error {
 	if err != nil {
 		return &Error{Path: path, Err: err}
 	}
-	_, err = f.Write(raw)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
+	err = writeSynced(f, raw)
 	if err == nil {
 		err = syncDir(filepath.Dir(path))
 	}
@@ -170,13 +164,7 @@ func WriteKeyFile(path string, raw []byte) error {
 		return &Error{Path: path, Err: err}
 	}
 	tmp := f.Name() // mode 0600 from the start
-	_, err = f.Write(raw)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
+	err = writeSynced(f, raw)
 	if err == nil {
 		err = Install(tmp, path)
 	}
@@ -194,6 +182,18 @@ func Install(from, to string) error {
 		return err
 	}
 	return syncDir(filepath.Dir(to))
+}
+
+// writeSynced writes raw to the new file f, fsyncs and closes it.
+func writeSynced(f *os.File, raw []byte) error {
+	_, err := f.Write(raw)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func syncDir(dir string) error {

@@ -167,7 +167,7 @@ func runSymlinkAttack(t *testing.T, a symlinkAttack, intermediate, offline bool)
 	w := attacktest.WatchTree(t, outside)
 	var seen string
 	err := attacktest.Within(func() (err error) { seen, err = a.run(m); return err })
-	events := w.Events()
+	events := w.Uses()
 	changed := before.Diff(attacktest.Snapshot(t, outside))
 	t.Logf("%s through the mount: %v", a.op, err)
 	if err == attacktest.ErrHung {

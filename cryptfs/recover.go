@@ -274,14 +274,7 @@ func (n *node) fileIDLocked(h *fileHandle) []byte {
 	if fc := n.fc.Load(); fc != nil {
 		return fc.ID()
 	}
-	var hdr [crypto.FileHeaderSize + 1]byte
-	if k, err := backing.PreadFull(h.fd, hdr[:], 0); err != nil || k <= crypto.FileHeaderSize {
-		return nil
-	}
-	id, err := crypto.ParseFileHeader(hdr[:crypto.FileHeaderSize])
-	if err != nil {
-		return nil
-	}
+	id, _ := backing.ReadFileID(h.fd)
 	return id
 }
 

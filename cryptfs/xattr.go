@@ -3,6 +3,7 @@ package cryptfs
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
 	"syscall"
 
@@ -106,8 +107,7 @@ func (n *node) xattrEntry() (s self, id []byte, release func(), errno syscall.Er
 }
 
 // fileID returns the file ID in the header of regular file s, or nil if it
-// has none (a backing file no longer than a header counts as empty).
-// Callers hold cmu.
+// has none. Callers hold cmu.
 func (n *node) fileID(s self) ([]byte, syscall.Errno) {
 	if fc := n.fc.Load(); fc != nil {
 		return fc.ID(), 0
@@ -120,20 +120,11 @@ func (n *node) fileID(s self) ([]byte, syscall.Errno) {
 		}
 		defer unix.Close(fd)
 	}
-	var hdr [crypto.FileHeaderSize + 1]byte
-	k, err := backing.PreadFull(fd, hdr[:], 0)
-	if err != nil {
-		return nil, backing.Errno(err)
-	}
-	if k <= crypto.FileHeaderSize {
-		return nil, 0
-	}
-	id, err := crypto.ParseFileHeader(hdr[:crypto.FileHeaderSize])
-	if err != nil {
+	id, err := backing.ReadFileID(fd)
+	if errors.Is(err, crypto.ErrAuth) {
 		n.fsys.authFailed("file header", n.logPath(), err, nil)
-		return nil, syscall.EIO
 	}
-	return id, 0
+	return id, backing.Errno(err)
 }
 
 // rebindXattrs seals the attribute values of the open file fd again for

@@ -202,21 +202,15 @@ func (c *checker) file(d *backing.Dir, name, rel, plain string) {
 		return
 	}
 	defer unix.Close(fd)
-	hdr := make([]byte, crypto.FileHeaderSize+1)
-	n, err := backing.PreadFull(fd, hdr, 0)
+	id, err := backing.ReadFileID(fd)
 	switch {
 	case err != nil:
 		c.problem(rel, plain, "file header: %v", err)
 		return
-	case n <= crypto.FileHeaderSize:
+	case id == nil:
 		// No longer than a header: an empty file (docs/FORMAT.md), and
 		// its attributes are bound to no file ID.
 		c.xattrs(fd, nil, rel, plain)
-		return
-	}
-	id, err := crypto.ParseFileHeader(hdr[:crypto.FileHeaderSize])
-	if err != nil {
-		c.problem(rel, plain, "%v", err)
 		return
 	}
 	c.xattrs(fd, id, rel, plain)

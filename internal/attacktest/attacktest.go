@@ -262,6 +262,20 @@ var inotifyBits = []struct {
 	{unix.IN_DELETE, "deleted"}, {unix.IN_DELETE_SELF, "itself deleted"}, {unix.IN_MOVE_SELF, "itself moved"},
 }
 
+// Uses returns the events that use an entry: everything but a bare close.
+// A close whose open the watch did not see (a descriptor opened before the
+// watch began: a late FUSE RELEASE, the test's own walk) is no use of the
+// entry during the operation; any use opens it first, and that is seen.
+func (w *Watch) Uses() []string {
+	var out []string
+	for _, e := range w.Events() {
+		if !strings.HasSuffix(e, ": closed after writing") && !strings.HasSuffix(e, ": closed") {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // Events returns what happened since the last call, one line per event.
 func (w *Watch) Events() []string {
 	var out []string

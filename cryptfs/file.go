@@ -47,6 +47,9 @@ const (
 type fileHandle struct {
 	fd  int
 	rel string
+	// appends: opened O_APPEND, so every write goes at the end of the
+	// file as the daemon knows it (see Write).
+	appends bool
 	// syncMode caches whether fd writes synchronously (O_SYNC or
 	// O_DSYNC): 0 not known yet, 1 no, 2 yes.
 	syncMode atomic.Int32
@@ -350,6 +353,12 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 		return 0, errno
 	}
 	size := n.size.Load()
+	if h.appends {
+		// The kernel puts an append at the size it has cached, which
+		// is too large for a file whose interrupted operation was only
+		// just repaired (loadLocked); the end is what we know.
+		off = size
+	}
 	var hdr []byte
 	if off == 0 {
 		// An empty file gets its header in the same pwrite as its first

@@ -271,7 +271,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, backing.Errno(err)
 	}
 	n.adopt(ctx, d, b, fd, &st, mode)
-	h := &fileHandle{fd: fd, rel: n.childLogPath(b)}
+	h := &fileHandle{fd: fd, rel: n.childLogPath(b), appends: flags&syscall.O_APPEND != 0}
 	// The node is new (go-fuse registers it exclusively), so its size
 	// is known without another stat on the first write.
 	child := n.fsys.newNode()
@@ -294,7 +294,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		}
 		return nil, 0, backing.Errno(err)
 	}
-	h := &fileHandle{fd: fd, rel: n.logPath()}
+	h := &fileHandle{fd: fd, rel: n.logPath(), appends: flags&syscall.O_APPEND != 0}
 	if flags&syscall.O_TRUNC != 0 {
 		// (Kernels without atomic O_TRUNC, which go-fuse does not ask
 		// for, send a truncating SETATTR instead.) A read-only open

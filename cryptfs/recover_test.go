@@ -112,3 +112,44 @@ func TestRepairInterruptedStates(t *testing.T) {
 		})
 	}
 }
+
+// An appender that comes first to a file left with a redo record (a log
+// reopened after the daemon was killed) appends at the repaired end, not
+// at the larger size the kernel saw before the repair. (Readers need no
+// help: the kernel takes a short read as the new size.)
+func TestAppendAfterInterruptedTruncate(t *testing.T) {
+	m := newTestMount(t)
+	content := pattern(3, 2*4096+1000)
+	short := content[:4096+500]
+	if err := os.WriteFile(m.path("log"), content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	back := m.backingOf("log")
+	m.offline(func() {
+		patchFile(t, back, func(b []byte) []byte {
+			fc, err := m.keys.FileCipher(b[2:crypto.FileHeaderSize])
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := fc.SealBlock(nil, short[4096:], 1)
+			return append(b, redoRecord(n, 1, crypto.BlockOffset(1)+int64(len(n)))...)
+		})
+	})
+	f, err := os.OpenFile(m.path("log"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte("next line\n")); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	want := append(append([]byte(nil), short...), "next line\n"...)
+	got, err := os.ReadFile(m.path("log"))
+	if err != nil || !bytes.HasPrefix(got, want) {
+		t.Fatalf("after an append: %d bytes, %v; want the repaired %d bytes and the line (no gap)", len(got), err, len(short))
+	}
+	m.remount() // what is on disk, without the kernel's cached size
+	if got, err := os.ReadFile(m.path("log")); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("after remount: %d bytes, %v; want %d", len(got), err, len(want))
+	}
+}

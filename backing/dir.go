@@ -179,7 +179,7 @@ func openExisting(dirfd int, name string, flags int) (int, error) {
 	if uint32(st.Mode)&unix.S_IFMT != unix.S_IFREG {
 		return -1, ErrNotRegular
 	}
-	return retry(func() (int, error) { return unix.Open(procPath(pfd), flags, 0) })
+	return procErr(retry(func() (int, error) { return unix.Open(procPath(pfd), flags, 0) }))
 }
 
 // checkRegular returns fd if it is a regular file, else closes it and
@@ -198,6 +198,17 @@ func checkRegular(fd int) (int, error) {
 }
 
 func procPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+
+// procErr maps the error of a call through procPath of a descriptor we
+// hold. Such a path names an open file, even an unlinked one, so ENOENT
+// means /proc is not mounted: an I/O error (ErrNoProc), never "no such
+// file", which callers would take for a missing header or IV.
+func procErr[T any](v T, err error) (T, error) {
+	if err == unix.ENOENT {
+		err = ErrNoProc
+	}
+	return v, err
+}
 
 // ReadSmall reads the regular file name whole, refusing one larger than
 // max bytes with ErrTooLarge before reading it.
@@ -385,7 +396,8 @@ func (d *Dir) Chmod(name string, mode uint32) error {
 		if uint32(st.Mode)&unix.S_IFMT == unix.S_IFLNK {
 			return unix.EOPNOTSUPP
 		}
-		return unix.Chmod(procPath(pfd), mode)
+		_, err := procErr(0, unix.Chmod(procPath(pfd), mode))
+		return err
 	})
 }
 
@@ -529,9 +541,9 @@ func Errno(err error) syscall.Errno {
 // through /proc/self/fd, which reaches the very inode fd holds, even an
 // unlinked one, and checks that it did.
 func ReopenFile(fd int, flags int) (int, error) {
-	nfd, err := retry(func() (int, error) {
+	nfd, err := procErr(retry(func() (int, error) {
 		return unix.Open(procPath(fd), flags|unix.O_CLOEXEC|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
-	})
+	}))
 	if err != nil {
 		return -1, err
 	}

@@ -21,6 +21,9 @@ var (
 	ErrDamaged = wrongType("damaged bookkeeping file")
 	// ErrNotSymlink: a name that must be a symlink is something else.
 	ErrNotSymlink = wrongType("not a symlink")
+	// ErrNoProc: /proc is not mounted, and existing files are opened
+	// through /proc/self/fd (see openRegular).
+	ErrNoProc = wrongType("cannot reopen through /proc/self/fd: is /proc mounted?")
 )
 
 // errShared: a header file has other names than ours (see zeroAndSync).

@@ -16,7 +16,8 @@ func (d *Dir) xattrTarget(name string, fn func(path string) error) error {
 	return d.withPath(name, func(pfd int, st *unix.Statx_t) error {
 		switch uint32(st.Mode) & unix.S_IFMT {
 		case unix.S_IFREG, unix.S_IFDIR:
-			return fn(procPath(pfd))
+			_, err := procErr(0, fn(procPath(pfd)))
+			return err
 		}
 		return unix.EPERM
 	})

@@ -18,6 +18,7 @@
 package cryptfs
 
 import (
+	"cmp"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -59,6 +60,10 @@ type Options struct {
 	// DefaultMaxWrite). A daemon serving many volumes trades a little
 	// throughput for memory with a smaller value.
 	MaxWrite int
+	// MaxOpenDirs caps the backing directory descriptors the mount keeps
+	// open (0: DefaultMaxOpenDirs). Beyond it the least recently used
+	// are closed and opened again when needed; see dirCache.
+	MaxOpenDirs int
 }
 
 // DefaultCacheTimeout is used for the kernel cache timeouts left at zero.
@@ -89,33 +94,8 @@ type fsys struct {
 
 	bufs sync.Pool // *ioBuf
 
-	// dirs holds the descriptors that directory nodes keep (node.dir),
-	// so that those the kernel never forgot are closed after unmount.
-	dirsMu sync.Mutex
-	dirs   map[*backing.Dir]struct{}
-}
-
-func (f *fsys) keepDir(d *backing.Dir) {
-	f.dirsMu.Lock()
-	f.dirs[d] = struct{}{}
-	f.dirsMu.Unlock()
-}
-
-func (f *fsys) closeDir(d *backing.Dir) {
-	f.dirsMu.Lock()
-	delete(f.dirs, d)
-	f.dirsMu.Unlock()
-	d.Close()
-}
-
-// closeDirs runs once the mount is gone: no node is used any more.
-func (f *fsys) closeDirs() {
-	f.dirsMu.Lock()
-	defer f.dirsMu.Unlock()
-	for d := range f.dirs {
-		d.Close()
-	}
-	f.dirs = nil
+	// dirs bounds the directory descriptors nodes keep (node.dir).
+	dirs dirCache
 }
 
 // Mount serves the encrypted directory backingDir (already initialised with
@@ -155,7 +135,7 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 		log:  log,
 		euid: uint32(os.Geteuid()),
 		egid: uint32(os.Getegid()),
-		dirs: make(map[*backing.Dir]struct{}),
+		dirs: dirCache{max: cmp.Or(opts.MaxOpenDirs, DefaultMaxOpenDirs)},
 	}
 	f.attrTimeout = opts.AttrTimeout
 	if f.attrTimeout == 0 {
@@ -169,7 +149,6 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 
 	root := f.newNode()
 	root.iv = rootIV
-	root.bdir.Store(rootDir)
 
 	entry, attr, neg := opts.EntryTimeout, opts.AttrTimeout, opts.NegativeTimeout
 	for _, d := range []*time.Duration{&entry, &attr, &neg} {
@@ -235,7 +214,7 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 	go func() {
 		// Release the backing folder once the kernel lets go of the mount.
 		srv.Wait()
-		f.closeDirs()
+		f.dirs.closeAll()
 		rootDir.Close()
 	}()
 	return srv, nil

@@ -39,8 +39,9 @@ type node struct {
 	dmu   sync.Mutex
 	iv    []byte
 	names map[string]string
-	// bdir is the directory's open backing directory, once used (see dir).
-	bdir atomic.Pointer[backing.Dir]
+	// dref is the directory's open backing directory while it is in the
+	// mount's cache (see dir and dirCache).
+	dref atomic.Pointer[dirRef]
 
 	// Regular files. cmu serializes writes and truncation (which
 	// read-modify-write partial blocks) against each other and against
@@ -107,66 +108,75 @@ const maxNameLen = 255
 
 func (n *node) isRoot() bool { return n.EmbeddedInode() == n.Root() }
 
-// dir returns the open backing directory of directory n. It is opened on
-// first use through the parent's, one name at a time, and then kept: a
-// descriptor follows its directory across renames, so it never goes stale,
-// and no operation ever hands the kernel a path of more than one
-// component. Neither depth nor PATH_MAX limits the tree. It is closed
-// when the kernel forgets n (OnForget).
-func (n *node) dir() (*backing.Dir, syscall.Errno) {
-	if d := n.bdir.Load(); d != nil {
-		return d, 0
+// dir returns the open backing directory of directory n and the func that
+// gives it back, which the caller calls once done with it. It is opened
+// through the parent's, one name at a time, and then kept in the mount's
+// cache (dirCache): a descriptor follows its directory across renames, so
+// it never goes stale, and no operation ever hands the kernel a path of
+// more than one component. Neither depth nor PATH_MAX limits the tree.
+func (n *node) dir() (*backing.Dir, func(), syscall.Errno) {
+	if n.isRoot() {
+		return n.fsys.root, func() {}, 0
 	}
-	pd, b, errno := n.entry()
+	c := &n.fsys.dirs
+	if r := n.dref.Load(); c.acquire(r) {
+		return r.d, func() { c.release(r) }, 0
+	}
+	pd, b, release, errno := n.entry()
 	if errno != 0 {
-		return nil, errno
+		return nil, nil, errno
 	}
 	d, err := pd.OpenDir(b)
+	release()
 	if err != nil {
 		if errors.Is(err, backing.ErrNotDir) {
 			n.fsys.log.WithField("path", n.logPath()).Error("a directory in the backing folder was replaced by another type")
 		}
-		return nil, backing.Errno(err)
+		return nil, nil, backing.Errno(err)
 	}
-	if !n.bdir.CompareAndSwap(nil, d) {
-		d.Close()
-		return n.bdir.Load(), 0
+	return d, n.cacheDir(d), 0
+}
+
+// cacheDir puts d, just opened, in the mount's cache as n's directory and
+// returns the func that gives back the use the caller has of it.
+func (n *node) cacheDir(d *backing.Dir) func() {
+	c := &n.fsys.dirs
+	r := c.add(d, func(r *dirRef) { n.dref.CompareAndSwap(r, nil) })
+	if old := n.dref.Swap(r); old != nil {
+		c.drop(old) // opened twice at once: the older goes once unused
 	}
-	n.fsys.keepDir(d)
-	return d, 0
+	return func() { c.release(r) }
 }
 
 var _ = (fs.NodeOnForgetter)((*node)(nil))
 
-// OnForget closes a directory's descriptor once the kernel drops the node.
+// OnForget lets a directory's descriptor go once the kernel drops the node.
 func (n *node) OnForget() {
-	if n.isRoot() {
-		return
-	}
-	if d := n.bdir.Swap(nil); d != nil {
-		n.fsys.closeDir(d)
+	if r := n.dref.Swap(nil); r != nil {
+		n.fsys.dirs.drop(r)
 	}
 }
 
-// entry returns the backing directory holding n and n's name there. It
-// fails with ENOENT for a node that is no longer in any directory (an
-// unlinked file that is still open: those are reached through their file
-// descriptor).
-func (n *node) entry() (*backing.Dir, string, syscall.Errno) {
+// entry returns the backing directory holding n, n's name there, and the
+// func that gives the directory back. It fails with ENOENT for a node that
+// is no longer in any directory (an unlinked file that is still open:
+// those are reached through their file descriptor).
+func (n *node) entry() (*backing.Dir, string, func(), syscall.Errno) {
 	name, parent := n.Parent()
 	if parent == nil {
-		return nil, "", syscall.ENOENT
+		return nil, "", nil, syscall.ENOENT
 	}
 	p := parent.Operations().(*node)
-	pd, errno := p.dir()
+	pd, release, errno := p.dir()
 	if errno != 0 {
-		return nil, "", errno
+		return nil, "", nil, errno
 	}
 	b, _, errno := p.backingName(name)
 	if errno != 0 {
-		return nil, "", errno
+		release()
+		return nil, "", nil, errno
 	}
-	return pd, b, 0
+	return pd, b, release, 0
 }
 
 // logPath is n's backing path below the backing folder, for log lines
@@ -260,11 +270,12 @@ func (n *node) dirIV() ([]byte, syscall.Errno) {
 	if iv != nil {
 		return iv, 0
 	}
-	d, errno := n.dir()
+	d, release, errno := n.dir()
 	if errno != 0 {
 		return nil, errno
 	}
 	iv, errno = n.fsys.loadDirIV(d, n.logPath)
+	release()
 	if errno != 0 {
 		return nil, errno
 	}

@@ -36,10 +36,11 @@ var (
 )
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	d, errno := n.dir()
+	d, release, errno := n.dir()
 	if errno != 0 {
 		return nil, errno
 	}
+	defer release()
 	b, _, errno := n.backingName(name)
 	if errno != 0 {
 		return nil, errno
@@ -57,15 +58,19 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 // renamed over, while open) is reached through a duplicate of one of its
 // open descriptors, so fchmod, fchown, futimens and fsetxattr still work.
 type self struct {
-	fd    int // ≥ 0: the entry itself
-	owned bool
-	dir   *backing.Dir
-	name  string
+	fd      int // ≥ 0: the entry itself
+	owned   bool
+	dir     *backing.Dir
+	name    string
+	release func() // gives back the directory, if any
 }
 
 func (s self) close() {
 	if s.owned {
 		unix.Close(s.fd)
+	}
+	if s.release != nil {
+		s.release()
 	}
 }
 
@@ -74,13 +79,13 @@ func (n *node) self(f fs.FileHandle) (self, syscall.Errno) {
 		return self{fd: h.fd}, 0
 	}
 	if n.IsDir() {
-		d, errno := n.dir()
+		d, release, errno := n.dir()
 		if errno != 0 {
 			return self{}, errno
 		}
-		return self{fd: d.Fd()}, 0
+		return self{fd: d.Fd(), release: release}, 0
 	}
-	d, b, errno := n.entry()
+	d, b, release, errno := n.entry()
 	if errno == syscall.ENOENT {
 		if fd := n.openDup(); fd >= 0 {
 			return self{fd: fd, owned: true}, 0
@@ -89,7 +94,7 @@ func (n *node) self(f fs.FileHandle) (self, syscall.Errno) {
 	if errno != 0 {
 		return self{}, errno
 	}
-	return self{fd: -1, dir: d, name: b}, 0
+	return self{fd: -1, dir: d, name: b, release: release}, 0
 }
 
 func (s self) stat(st *unix.Statx_t) error {
@@ -232,10 +237,11 @@ var _ fs.NodeTmpfiler = (*node)(nil)
 // backing directory, encrypted like any other file. It has no name to
 // encrypt until it is linked into place (see Link).
 func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
-	d, errno := n.dir()
+	d, release, errno := n.dir()
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
+	defer release()
 	fd, err := d.OpenTmpFile(backingFlags(flags)|int(flags)&unix.O_EXCL, mode&0o7777)
 	if err != nil {
 		return nil, nil, 0, backing.Errno(err)
@@ -256,10 +262,11 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 }
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
-	d, b, errno := n.prepareEntry(name)
+	d, b, release, errno := n.prepareEntry(name)
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
+	defer release()
 	fd, err := d.OpenFile(b, backingFlags(flags)|unix.O_CREAT|int(flags)&(unix.O_EXCL|unix.O_TRUNC), mode&0o7777)
 	if err != nil {
 		n.abandonEntry(d, b)
@@ -283,10 +290,11 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 }
 
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	d, b, errno := n.entry()
+	d, b, release, errno := n.entry()
 	if errno != 0 {
 		return nil, 0, errno
 	}
+	defer release()
 	fd, err := d.OpenFile(b, backingFlags(flags), 0)
 	if err != nil {
 		if errors.Is(err, backing.ErrNotRegular) {
@@ -309,10 +317,11 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	pd, b, errno := n.prepareEntry(name)
+	pd, b, release, errno := n.prepareEntry(name)
 	if errno != 0 {
 		return nil, errno
 	}
+	defer release()
 	// Owner rwx until the IV is in, for a daemon that is not root; adopt
 	// sets the requested mode afterwards.
 	if err := pd.Mkdir(b, mode&0o7777|0o700); err != nil {
@@ -342,14 +351,13 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	n.adopt(ctx, pd, b, d.Fd(), &st, mode)
 	child := n.fsys.newNode()
 	child.iv = iv
-	child.bdir.Store(d)
-	n.fsys.keepDir(d)
+	defer child.cacheDir(d)()
 	n.fsys.fillAttr(&st, &out.Attr)
 	ch := n.NewInode(ctx, child, n.fsys.stableAttr(func() ([]byte, error) { return backing.FileHandle(d.Fd()) }, &st))
 	if ch.Operations().(*node) != child {
 		// go-fuse found a live node for this inode (it cannot happen for
-		// a new directory, but the descriptor must not leak if it does).
-		n.fsys.closeDir(child.bdir.Swap(nil))
+		// a new directory, but the descriptor must not stay cached).
+		child.OnForget()
 	}
 	return ch, 0
 }
@@ -363,10 +371,11 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	default:
 		return nil, syscall.EINVAL
 	}
-	d, b, errno := n.prepareEntry(name)
+	d, b, release, errno := n.prepareEntry(name)
 	if errno != 0 {
 		return nil, errno
 	}
+	defer release()
 	if err := d.Mknod(b, mode, uint64(dev)); err != nil {
 		n.abandonEntry(d, b)
 		return nil, backing.Errno(err)
@@ -384,10 +393,11 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	if err != nil {
 		return nil, syscall.ENAMETOOLONG
 	}
-	d, b, errno := n.prepareEntry(name)
+	d, b, release, errno := n.prepareEntry(name)
 	if errno != 0 {
 		return nil, errno
 	}
+	defer release()
 	if blob != nil {
 		// A long target's file goes in first: a crash leaves at most an
 		// unreferenced file, never a symlink without its target.
@@ -412,10 +422,11 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 }
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	d, b, errno := n.entry()
+	d, b, release, errno := n.entry()
 	if errno != 0 {
 		return nil, errno
 	}
+	defer release()
 	stored, blob, err := backing.ReadSymlink(n.fsys.root, d, b)
 	if err == nil {
 		var target string
@@ -453,9 +464,11 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if !ok || t.fsys != n.fsys {
 		return nil, syscall.EXDEV
 	}
-	td, tb, errno := t.entry()
+	td, tb, trelease, errno := t.entry()
 	tfd := -1
-	if errno != 0 {
+	if errno == 0 {
+		defer trelease()
+	} else {
 		// An O_TMPFILE (or unlinked) file has no backing name: link its
 		// open descriptor, as linkat(AT_EMPTY_PATH) does on ext4. The
 		// kernel refuses it (ENOENT) for a file that once had a name.
@@ -464,10 +477,11 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 		}
 		defer unix.Close(tfd)
 	}
-	d, b, errno := n.prepareEntry(name)
+	d, b, release, errno := n.prepareEntry(name)
 	if errno != 0 {
 		return nil, errno
 	}
+	defer release()
 	var err error
 	if tfd >= 0 {
 		err = d.LinkFd(tfd, b)
@@ -486,10 +500,11 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 }
 
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
-	d, errno := n.dir()
+	d, release, errno := n.dir()
 	if errno != 0 {
 		return errno
 	}
+	defer release()
 	b, long, errno := n.backingName(name)
 	if errno != 0 {
 		return errno
@@ -508,10 +523,11 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 }
 
 func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
-	d, errno := n.dir()
+	d, release, errno := n.dir()
 	if errno != 0 {
 		return errno
 	}
+	defer release()
 	b, long, errno := n.backingName(name)
 	if errno != 0 {
 		return errno
@@ -576,18 +592,20 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if flags&^renameFlags != 0 {
 		return syscall.EINVAL // RENAME_WHITEOUT is for overlayfs
 	}
-	od, errno := n.dir()
+	od, orelease, errno := n.dir()
 	if errno != 0 {
 		return errno
 	}
+	defer orelease()
 	ob, olong, errno := n.backingName(name)
 	if errno != 0 {
 		return errno
 	}
-	nd, nb, errno := np.prepareEntry(newName)
+	nd, nb, nrelease, errno := np.prepareEntry(newName)
 	if errno != 0 {
 		return errno
 	}
+	defer nrelease()
 	if od == nd && ob == nb {
 		return 0
 	}
@@ -644,12 +662,13 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 }
 
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	d, errno := n.dir()
+	d, release, errno := n.dir()
 	if errno != 0 {
 		return nil, 0, errno
 	}
 	// A descriptor of its own: a listing has its own offset.
 	l, err := d.Reopen()
+	release()
 	if err != nil {
 		return nil, 0, backing.Errno(err)
 	}
@@ -658,28 +677,27 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 	return &dirHandle{n: n, d: l}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
 
-// prepareEntry returns the backing directory and name for a new entry
-// name in n, and for a long name writes its sidecar first: a crash then
-// leaves at most an orphaned sidecar, never a name that cannot be listed.
-func (n *node) prepareEntry(name string) (*backing.Dir, string, syscall.Errno) {
-	d, errno := n.dir()
+// prepareEntry returns the backing directory (with the func that gives it
+// back) and name for a new entry name in n, and for a long name writes its
+// sidecar first: a crash then leaves at most an orphaned sidecar, never a
+// name that cannot be listed.
+func (n *node) prepareEntry(name string) (*backing.Dir, string, func(), syscall.Errno) {
+	d, release, errno := n.dir()
 	if errno != 0 {
-		return nil, "", errno
+		return nil, "", nil, errno
 	}
 	b, long, errno := n.backingName(name)
+	if errno == 0 && long {
+		var enc string
+		if enc, errno = n.encodedName(name); errno == 0 {
+			errno = backing.Errno(backing.WriteLongName(d, b, enc))
+		}
+	}
 	if errno != 0 {
-		return nil, "", errno
+		release()
+		return nil, "", nil, errno
 	}
-	if long {
-		enc, errno := n.encodedName(name)
-		if errno != 0 {
-			return nil, "", errno
-		}
-		if err := backing.WriteLongName(d, b, enc); err != nil {
-			return nil, "", backing.Errno(err)
-		}
-	}
-	return d, b, 0
+	return d, b, release, 0
 }
 
 // abandonEntry undoes prepareEntry after creating the entry failed: a

@@ -8,30 +8,30 @@ import "golang.org/x/sys/unix"
 var (
 	// ErrNotRegular: a name that must be a regular file is something else
 	// (a symlink, FIFO, socket, device or directory).
-	ErrNotRegular = wrongType("not a regular file")
+	ErrNotRegular = newError("not a regular file")
 	// ErrNotDir: a name that must be a directory is something else.
-	ErrNotDir = wrongType("not a directory")
+	ErrNotDir = newError("not a directory")
 	// ErrBadName: a name is empty, ".", "..", or holds '/' or NUL. Backing
 	// names are always one path component.
-	ErrBadName = wrongType("not a single path component")
+	ErrBadName = newError("not a single path component")
 	// ErrTooLarge: a small bookkeeping file (header, IV, sidecar) is larger
 	// than any that securevol writes.
-	ErrTooLarge = wrongType("larger than securevol ever writes")
+	ErrTooLarge = newError("larger than securevol ever writes")
 	// ErrDamaged: a bookkeeping file has the wrong size.
-	ErrDamaged = wrongType("damaged bookkeeping file")
+	ErrDamaged = newError("damaged bookkeeping file")
 	// ErrNotSymlink: a name that must be a symlink is something else.
-	ErrNotSymlink = wrongType("not a symlink")
+	ErrNotSymlink = newError("not a symlink")
 	// ErrNoProc: /proc is not mounted, and existing files are opened
 	// through /proc/self/fd (see openRegular).
-	ErrNoProc = wrongType("cannot reopen through /proc/self/fd: is /proc mounted?")
+	ErrNoProc = newError("cannot reopen through /proc/self/fd: is /proc mounted?")
 )
 
 // errShared: a header file has other names than ours (see zeroAndSync).
-var errShared = wrongType("header file has other links")
+var errShared = newError("header file has other links")
 
 type backingError struct{ msg string }
 
-func wrongType(msg string) error { return &backingError{msg} }
+func newError(msg string) error { return &backingError{msg} }
 
 func (e *backingError) Error() string { return "backing folder: " + e.msg }
 

@@ -203,12 +203,13 @@ func (n *node) logPath() string {
 	return strings.Join(segs, "/")
 }
 
-// childLogPath is the backing path of a child with backing name b.
+// childLogPath is the backing path of a child with backing name b, for
+// log lines only, like logPath.
 func (n *node) childLogPath(b string) string {
 	if n.isRoot() {
 		return b
 	}
-	return n.logPath() + "/" + b
+	return strings.Join([]string{n.logPath(), b}, "/")
 }
 
 // backingName maps a plaintext name in directory n to its name on disk.

@@ -37,6 +37,20 @@ func ReadHeader(root *Dir) (*crypto.Header, error) {
 	return h, nil
 }
 
+// ReadHeaderAt reads the header of the backing folder at path (see
+// ReadHeader); a missing folder counts as one without a header.
+func ReadHeaderAt(path string) (*crypto.Header, error) {
+	var h *crypto.Header
+	err := WithRoot(path, func(root *Dir) (err error) {
+		h, err = ReadHeader(root)
+		return err
+	})
+	if errors.Is(err, unix.ENOENT) {
+		err = ErrNoHeader
+	}
+	return h, err
+}
+
 // WriteHeader stores h in root atomically (temporary file, fsync, rename,
 // fsync of root), mode 0400.
 func WriteHeader(root *Dir, h *crypto.Header) error {

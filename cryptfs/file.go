@@ -624,7 +624,7 @@ func (n *node) truncateLocked(h *fileHandle, newSize int64) syscall.Errno {
 	case newSize == size:
 		return 0
 	case newSize == 0:
-		old := n.fileIDLocked(h)
+		old, _ := n.fileID(self{fd: h.fd}) // a damaged header binds nothing
 		if err := unix.Ftruncate(h.fd, 0); err != nil {
 			return backing.Errno(err)
 		}

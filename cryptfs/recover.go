@@ -2,6 +2,7 @@ package cryptfs
 
 import (
 	"encoding/binary"
+	"errors"
 	"syscall"
 
 	"github.com/sirupsen/logrus"
@@ -239,14 +240,12 @@ func (n *node) openContent(h *fileHandle) (*crypto.FileCipher, int64, syscall.Er
 	if st.Size <= crypto.FileHeaderSize {
 		return nil, 0, 0
 	}
-	var hdr [crypto.FileHeaderSize]byte
-	if _, err := backing.PreadFull(h.fd, hdr[:], 0); err != nil {
-		return nil, 0, backing.Errno(err)
-	}
-	id, err := crypto.ParseFileHeader(hdr[:])
-	if err != nil {
+	id, err := backing.ReadFileID(h.fd)
+	if errors.Is(err, crypto.ErrAuth) {
 		n.fsys.authFailed("file header", h.rel, err, nil)
-		return nil, 0, syscall.EIO
+	}
+	if err != nil {
+		return nil, 0, backing.Errno(err)
 	}
 	fc, err := n.fsys.keys.FileCipher(id)
 	if err != nil {
@@ -266,16 +265,6 @@ func (n *node) openContent(h *fileHandle) (*crypto.FileCipher, int64, syscall.Er
 		return nil, 0, syscall.EIO // logged by repairTail
 	}
 	return fc, int64(crypto.PlainSize(uint64(end))), 0
-}
-
-// fileIDLocked is the file ID of the open file h, nil if it has none (no
-// more than a header) or a damaged header. Callers hold cmu.
-func (n *node) fileIDLocked(h *fileHandle) []byte {
-	if fc := n.fc.Load(); fc != nil {
-		return fc.ID()
-	}
-	id, _ := backing.ReadFileID(h.fd)
-	return id
 }
 
 // lastBlock is the number and offset of the last (possibly partial) block

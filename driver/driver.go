@@ -362,14 +362,7 @@ func destroyKey(dir string) error {
 // readHeader reads the header of the backing folder dir; a missing folder
 // counts as one without header.
 func readHeader(dir string) (*crypto.Header, error) {
-	var h *crypto.Header
-	err := backing.WithRoot(dir, func(root *backing.Dir) (err error) {
-		h, err = backing.ReadHeader(root)
-		return err
-	})
-	if errors.Is(err, unix.ENOENT) {
-		err = backing.ErrNoHeader
-	}
+	h, err := backing.ReadHeaderAt(dir)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", dir, err)
 	}

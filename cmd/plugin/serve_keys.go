@@ -173,11 +173,8 @@ func adoptKDF(volDir string, pass []byte) (p *crypto.Passphrase, tried int) {
 		if tried == maxKDFTries {
 			break
 		}
-		var h *crypto.Header
-		if err := backing.WithRoot(filepath.Join(volDir, e.Name()), func(root *backing.Dir) (err error) {
-			h, err = backing.ReadHeader(root)
-			return err
-		}); err != nil || h.KDF == nil {
+		h, err := backing.ReadHeaderAt(filepath.Join(volDir, e.Name()))
+		if err != nil || h.KDF == nil {
 			continue
 		}
 		id := fmt.Sprint(*h.KDF)

@@ -360,7 +360,7 @@ func TestAnswersHoldNoSecrets(t *testing.T) {
 func TestLocksArePerVolume(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.LockWait = 200 * time.Millisecond })
 	e.create("slow", nil)
-	unlock, err := e.d.locks.lock("slow", time.Second)
+	held, err := e.d.lock("slow")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,14 +382,14 @@ func TestLocksArePerVolume(t *testing.T) {
 	if !errors.Is(err, errBusy) || !strings.Contains(err.Error(), "try again") {
 		t.Fatalf("Mount of a locked volume = %v", err)
 	}
-	unlock()
-	if n := e.d.locks.size(); n != 0 {
+	held.unlock()
+	if n := e.tracked(); n != 0 {
 		t.Fatalf("%d lock entries linger", n)
 	}
 }
 
 func TestLocksExclude(t *testing.T) {
-	l := newNameLocks()
+	e := newEnv(t, func(c *Config) { c.LockWait = 10 * time.Second })
 	var mu sync.Mutex
 	inside, maxInside := 0, 0
 	var wg sync.WaitGroup
@@ -397,7 +397,7 @@ func TestLocksExclude(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			unlock, err := l.lock("v", 10*time.Second)
+			v, err := e.d.lock("v")
 			if err != nil {
 				t.Error(err)
 				return
@@ -410,12 +410,12 @@ func TestLocksExclude(t *testing.T) {
 			mu.Lock()
 			inside--
 			mu.Unlock()
-			unlock()
+			v.unlock()
 		}()
 	}
 	wg.Wait()
-	if maxInside != 1 || l.size() != 0 {
-		t.Fatalf("max holders %d, entries left %d", maxInside, l.size())
+	if maxInside != 1 || e.tracked() != 0 {
+		t.Fatalf("max holders %d, entries left %d", maxInside, e.tracked())
 	}
 }
 

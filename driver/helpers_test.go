@@ -27,6 +27,8 @@ type env struct {
 	st        *store.Store
 	d         *Driver
 	mounter   Mounter
+	// beforeStart, if set, prepares each driver open makes before its Start.
+	beforeStart func(*Driver)
 }
 
 type envOpt func(*Config)
@@ -63,6 +65,9 @@ func (e *env) open(opts ...envOpt) *StartReport {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	if e.beforeStart != nil {
+		e.beforeStart(d)
+	}
 	rep, err := d.Start()
 	if err != nil {
 		e.t.Fatal(err)
@@ -83,6 +88,14 @@ func (e *env) close() {
 		e.st.Close()
 		e.st = nil
 	}
+}
+
+// tracked is the number of volumes the driver holds state for (locks,
+// mounts, problems): none once all is idle.
+func (e *env) tracked() int {
+	e.d.mu.Lock()
+	defer e.d.mu.Unlock()
+	return len(e.d.vols)
 }
 
 type testWriter struct{ t testing.TB }

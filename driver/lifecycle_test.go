@@ -131,20 +131,18 @@ func TestInterruptedRemoveWithDataIsNoProblem(t *testing.T) {
 	}
 }
 
-// blockRemoveAll makes removeAll block until the returned func is called.
-func blockRemoveAll(t *testing.T) (entered <-chan string, release func()) {
+// blockRemoveAll returns a removeAll that blocks until release is called.
+func blockRemoveAll(t *testing.T) (removeAll func(string) error, entered <-chan string, release func()) {
 	in := make(chan string, 16)
 	gate := make(chan struct{})
-	old := removeAll
-	removeAll = func(p string) error {
-		in <- p
-		<-gate
-		return old(p)
-	}
 	var once sync.Once
 	rel := func() { once.Do(func() { close(gate) }) }
-	t.Cleanup(func() { rel(); removeAll = old })
-	return in, rel
+	t.Cleanup(rel)
+	return func(p string) error {
+		in <- p
+		<-gate
+		return os.RemoveAll(p)
+	}, in, rel
 }
 
 // Deleting a huge volume's files takes long. Other volumes must not wait for
@@ -152,7 +150,8 @@ func blockRemoveAll(t *testing.T) (entered <-chan string, release func()) {
 func TestSlowRemoveStallsNoOtherVolume(t *testing.T) {
 	e := newEnv(t)
 	e.create("huge", nil)
-	entered, release := blockRemoveAll(t)
+	removeAll, entered, release := blockRemoveAll(t)
+	e.d.removeAll = removeAll
 	removed := make(chan error, 1)
 	go func() { removed <- e.d.Remove(&volume.RemoveRequest{Name: "huge"}) }()
 	select {
@@ -196,7 +195,8 @@ func TestStartDoesNotWaitForSlowRemoval(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.close()
-	entered, release := blockRemoveAll(t)
+	removeAll, entered, release := blockRemoveAll(t)
+	e.beforeStart = func(d *Driver) { d.removeAll = removeAll }
 	opened := make(chan *StartReport, 1)
 	go func() { opened <- e.open(func(c *Config) { c.LockWait = 200 * time.Millisecond }) }()
 	select {

@@ -301,7 +301,7 @@ func TestConcurrentMountUnmount(t *testing.T) {
 		t.Errorf("v00 holds %d files, want %d", len(ents), ids*3)
 	}
 	e.unmount("v00", "check")
-	if e.d.locks.size() != 0 {
+	if e.tracked() != 0 {
 		t.Error("lock entries linger")
 	}
 }

@@ -236,31 +236,44 @@ func (d *Driver) verify(rep *StartReport) {
 	if err != nil {
 		return
 	}
-	for _, v := range all {
-		if v.Removing || d.getTrouble(v.Name) != "" {
+	for _, rec := range all {
+		if rec.Removing || d.getTrouble(rec.Name) != "" {
 			continue
 		}
-		_, err := d.openVolume(v)
+		err := d.with(rec, func(v *vol) error { _, err := v.open(); return err })
 		switch {
 		case err == nil, errors.Is(err, errKeyMismatch), errors.Is(err, unix.ENOENT), errors.Is(err, backing.ErrNoHeader):
 		default:
-			d.problem(rep, v.Name, err.Error())
+			d.problem(rep, rec.Name, err.Error())
 		}
 	}
+}
+
+// with runs fn on rec's volume, holding its lock, as start-up does for
+// each volume before any request arrives.
+func (d *Driver) with(rec *store.Volume, fn func(*vol) error) error {
+	v, err := d.lock(rec.Name)
+	if err != nil {
+		return err
+	}
+	defer v.unlock()
+	v.rec = rec
+	return fn(v)
 }
 
 // finishRemoval finishes a removal cut short, holding the volume's lock. If
 // it is not done by deadline (a huge folder) it goes on in the background,
 // still holding the lock, and done is false.
-func (d *Driver) finishRemoval(v *store.Volume, deadline time.Time) (done bool, err error) {
-	unlock, err := d.locks.lock(v.Name, d.cfg.LockWait)
+func (d *Driver) finishRemoval(rec *store.Volume, deadline time.Time) (done bool, err error) {
+	v, err := d.lock(rec.Name)
 	if err != nil {
 		return false, err
 	}
+	v.rec = rec
 	res := make(chan error, 1)
 	go func() {
-		defer unlock()
-		res <- d.removeVolume(v)
+		defer v.unlock()
+		res <- v.remove()
 	}()
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
@@ -269,14 +282,14 @@ func (d *Driver) finishRemoval(v *store.Volume, deadline time.Time) (done bool, 
 		return true, err
 	case <-t.C:
 	}
-	d.log.WithField("volume", v.Name).Info("finishing a removal that was cut short, in the background (its key is destroyed first)")
+	d.log.WithField("volume", rec.Name).Info("finishing a removal that was cut short, in the background (its key is destroyed first)")
 	go func() {
 		if err := <-res; err != nil {
-			d.setTrouble(v.Name, "error: finishing its removal: "+err.Error())
-			d.log.WithError(err).WithField("volume", v.Name).Error("finishing a removal that was cut short")
+			d.setTrouble(rec.Name, "error: finishing its removal: "+err.Error())
+			d.log.WithError(err).WithField("volume", rec.Name).Error("finishing a removal that was cut short")
 			return
 		}
-		d.log.WithField("volume", v.Name).Info("finished a removal that was cut short")
+		d.log.WithField("volume", rec.Name).Info("finished a removal that was cut short")
 	}()
 	return false, nil
 }
@@ -418,7 +431,7 @@ func (d *Driver) remount(rep *StartReport) error {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			err := d.attach(v)
+			err := d.with(v, (*vol).attach)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {

@@ -88,9 +88,6 @@ type Driver struct {
 	removeAll func(string) error
 }
 
-// errClosing refuses requests that arrive while the driver shuts down.
-var errClosing = errors.New("the securevol plugin is shutting down; try again when it is back")
-
 // closeWait bounds how long Close waits for requests in flight (the HTTP
 // server has already waited a few seconds; the engine kills the plugin 10 s
 // after SIGTERM).
@@ -187,7 +184,7 @@ func (d *Driver) getTrouble(name string) string {
 func (d *Driver) lookup(name string) (*store.Volume, error) {
 	v, err := d.cfg.Store.Get(name)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Errorf("volume %s: no such volume", name)
+		return nil, noSuchVolume(name)
 	}
 	return v, err
 }
@@ -204,12 +201,12 @@ func newID() (string, error) {
 // options is a no-op; with different ones it is an error, because the
 // engine would otherwise let the user believe the new options took effect.
 func (d *Driver) Create(r *volume.CreateRequest) error {
-	if err := ValidateName(r.Name); err != nil {
+	if err := checkName(r.Name); err != nil {
 		return err
 	}
 	opts, err := ParseOptions(r.Options)
 	if err != nil {
-		return fmt.Errorf("create %s: %w", r.Name, err)
+		return classed(ErrInvalid, "create %s: %w", r.Name, err)
 	}
 	v, unlock, err := d.lockName(r.Name)
 	if err != nil {
@@ -220,17 +217,17 @@ func (d *Driver) Create(r *volume.CreateRequest) error {
 	old, err := d.cfg.Store.Get(r.Name)
 	switch {
 	case err == nil && old.Removing:
-		return fmt.Errorf("create %s: the volume is being removed (its key is already destroyed); finish with: docker volume rm %s", r.Name, r.Name)
+		return classed(ErrConflict, "create %s: the volume is being removed (its key is already destroyed); finish with: docker volume rm %s", r.Name, r.Name)
 	case err == nil && old.Options == opts:
 		return nil
 	case err == nil:
-		return fmt.Errorf("create %s: volume already exists with different options (%s, requested %s); remove it first or repeat the original options", r.Name, formatOptions(old.Options), formatOptions(opts))
+		return classed(ErrConflict, "create %s: volume already exists with different options (%s, requested %s); remove it first or repeat the original options", r.Name, formatOptions(old.Options), formatOptions(opts))
 	case !errors.Is(err, store.ErrNotFound):
 		return fmt.Errorf("create %s: %w", r.Name, err)
 	}
 
 	if d.wrongKey.Load() {
-		return fmt.Errorf("create %s: the daemon's master key opens none of the existing volumes (wrong passphrase, key file or key command?); new volumes are refused so none is made under it: fix the key source and restart securevol", r.Name)
+		return classed(ErrUnavailable, "create %s: the daemon's master key opens none of the existing volumes (wrong passphrase, key file or key command?); new volumes are refused so none is made under it: fix the key source and restart securevol", r.Name)
 	}
 	start := time.Now()
 	if err := v.create(opts); err != nil {
@@ -305,7 +302,7 @@ func (d *Driver) Remove(r *volume.RemoveRequest) error {
 	}
 	defer unlock()
 	if n := references(v.rec); n > 0 || d.live(r.Name) != nil {
-		return fmt.Errorf("remove %s: volume is in use (%d mounts); stop the containers using it first", r.Name, n)
+		return classed(ErrConflict, "remove %s: volume is in use (%d mounts); stop the containers using it first", r.Name, n)
 	}
 	id := v.rec.ID
 	if err := v.remove(); err != nil {
@@ -328,7 +325,7 @@ func (d *Driver) Mount(r *volume.MountRequest) (*volume.MountResponse, error) {
 	}
 	defer unlock()
 	if v.rec.Removing {
-		return nil, fmt.Errorf("mount %s: the volume is being removed (its key is destroyed)", r.Name)
+		return nil, classed(ErrConflict, "mount %s: the volume is being removed (its key is destroyed); finish with: docker volume rm %s", r.Name, r.Name)
 	}
 	attached := false
 	if d.live(r.Name) == nil {
@@ -396,7 +393,7 @@ func (d *Driver) Unmount(r *volume.UnmountRequest) error {
 // Path answers the mountpoint while the volume is mounted and "" while it
 // is not: unmounted, the directory holds nothing.
 func (d *Driver) Path(r *volume.PathRequest) (*volume.PathResponse, error) {
-	if err := ValidateName(r.Name); err != nil {
+	if err := checkName(r.Name); err != nil {
 		return nil, err
 	}
 	if _, err := d.lookup(r.Name); err != nil {
@@ -411,7 +408,7 @@ func (d *Driver) Path(r *volume.PathRequest) (*volume.PathResponse, error) {
 // Get describes one volume. Unknown names are an error, never a volume:
 // the engine skips Create when Get answers one.
 func (d *Driver) Get(r *volume.GetRequest) (*volume.GetResponse, error) {
-	if err := ValidateName(r.Name); err != nil {
+	if err := checkName(r.Name); err != nil {
 		return nil, err
 	}
 	v, err := d.lookup(r.Name)

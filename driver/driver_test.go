@@ -379,7 +379,7 @@ func TestLocksArePerVolume(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = e.d.Mount(&volume.MountRequest{Name: "slow", ID: "m"})
-	if !errors.Is(err, errBusy) || !strings.Contains(err.Error(), "try again") {
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "try again") {
 		t.Fatalf("Mount of a locked volume = %v", err)
 	}
 	held.unlock()

@@ -15,7 +15,7 @@ func (d *Driver) rlockKeys() (func(), error) {
 	deadline := time.Now().Add(d.cfg.LockWait)
 	for !d.keyMu.TryRLock() {
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("a master key rotation has been running for over %v; try again when it is done: %w", d.cfg.LockWait, errBusy)
+			return nil, classed(ErrUnavailable, "a master key rotation has been running for over %v; try again when it is done", d.cfg.LockWait)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

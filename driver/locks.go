@@ -1,13 +1,8 @@
 package driver
 
 import (
-	"errors"
-	"fmt"
 	"time"
 )
-
-// errBusy is returned when a volume's lock could not be had in time.
-var errBusy = errors.New("busy")
 
 // Each volume has its own lock, which a request waits for with a deadline,
 // so one slow volume (a FUSE unmount waiting for a busy file) never stalls
@@ -51,7 +46,7 @@ func (d *Driver) lock(name string) (*vol, error) {
 		v.users--
 		d.tidy(v)
 		d.mu.Unlock()
-		return nil, fmt.Errorf("volume %s: another request has been working on it for over %v; try again later: %w", name, d.cfg.LockWait.Round(time.Second), errBusy)
+		return nil, classed(ErrUnavailable, "volume %s: another request has been working on it for over %v; try again later", name, d.cfg.LockWait.Round(time.Second))
 	}
 }
 
@@ -69,7 +64,7 @@ func (v *vol) unlock() {
 // volume's lock, loading nothing: for Create, whose volume does not exist
 // yet. unlock releases both.
 func (d *Driver) lockName(name string) (v *vol, unlock func(), err error) {
-	if err := ValidateName(name); err != nil {
+	if err := checkName(name); err != nil {
 		return nil, nil, err
 	}
 	done, err := d.begin()

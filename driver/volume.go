@@ -170,12 +170,6 @@ func (v *vol) watch(lm *liveMount) {
 	}
 }
 
-// errKeyMismatch: no master key source opens a volume's header.
-var errKeyMismatch = errors.New("the daemon's master key does not open this volume (was it created under another key, or were its header's ID or name changed?)")
-
-// errWrongFolder: a folder's authenticated name is another volume's.
-var errWrongFolder = errors.New("the backing folder does not match the volume")
-
 // open unwraps the volume key with the first key source that opens its
 // folder and checks that the folder is this volume's: its header's
 // authenticated name must be the volume's name, so two volumes' folders

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 var (
@@ -28,12 +29,17 @@ var (
 // newer securevol is refused rather than misread.
 const SchemaVersion = 1
 
-// ErrNotFound is returned by Tx.Get for a name the store does not hold.
-var ErrNotFound = errors.New("no such volume")
-
-// ErrLocked means another process (usually a running `securevol serve`)
-// holds the database.
-var ErrLocked = errors.New("database is in use by another securevol process")
+// The store's errors, for errors.Is.
+var (
+	// ErrNotFound is returned for a name the store does not hold.
+	ErrNotFound = errors.New("no such volume")
+	// ErrLocked means another process (usually a running securevol
+	// daemon) holds the database.
+	ErrLocked = errors.New("database is in use by another securevol process")
+	// ErrDamaged means the file is not a readable database. Every volume
+	// can be recovered from the backing folders' headers into a new one.
+	ErrDamaged = errors.New("the database file is damaged")
+)
 
 // Options are the owner and permissions of a volume's root directory: the
 // only volume options securevol takes (see driver.ParseOptions).
@@ -68,7 +74,8 @@ type Store struct {
 }
 
 // Open opens (creating if needed) the database at path. If another process
-// holds it, Open fails with ErrLocked after lockWait.
+// holds it, Open fails with ErrLocked after lockWait; if the file is no
+// readable database, with ErrDamaged.
 func Open(path string, lockWait time.Duration) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
@@ -77,11 +84,13 @@ func Open(path string, lockWait time.Duration) (*Store, error) {
 		lockWait = time.Second
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockWait, FreelistType: bolt.FreelistMapType})
-	if errors.Is(err, bolt.ErrTimeout) {
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
 		return nil, fmt.Errorf("open store %s: %w", path, ErrLocked)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open store %s: %w (if the file is damaged, move it aside and start with --rebuild)", path, err)
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrVersionMismatch), errors.Is(err, berrors.ErrChecksum):
+		return nil, fmt.Errorf("open store %s: %w (%w)", path, ErrDamaged, err)
+	case err != nil:
+		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	s := &Store{db: db}
 	if err := s.init(); err != nil {

@@ -1,9 +1,12 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -150,5 +153,22 @@ func BenchmarkList1000(b *testing.B) {
 		if err != nil || len(all) != 1000 {
 			b.Fatal(len(all), err)
 		}
+	}
+}
+
+// A file that is no database is ErrDamaged (the command adds how to
+// rebuild); it is left as it was.
+func TestOpenDamagedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "securevol.db")
+	garbage := []byte("garbage, not a bolt file")
+	if err := os.WriteFile(path, garbage, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(path, 100*time.Millisecond)
+	if !errors.Is(err, ErrDamaged) || strings.Contains(err.Error(), "--") {
+		t.Fatalf("Open of a damaged file = %v, want ErrDamaged and no command-line hint", err)
+	}
+	if b, _ := os.ReadFile(path); !bytes.Equal(b, garbage) {
+		t.Fatalf("the damaged file was changed: %q", b)
 	}
 }

@@ -183,8 +183,11 @@ func (d *Driver) getTrouble(name string) string {
 // for unknown names: the engine reads that from Get as "not mine".
 func (d *Driver) lookup(name string) (*store.Volume, error) {
 	v, err := d.cfg.Store.Get(name)
-	if errors.Is(err, store.ErrNotFound) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
 		return nil, noSuchVolume(name)
+	case errors.Is(err, store.ErrBadRecord):
+		return nil, fmt.Errorf("%w (it is moved aside, and the volume recovered from its folder, when the plugin next starts)", err)
 	}
 	return v, err
 }

@@ -20,6 +20,7 @@ import (
 // StartReport says what Start found and did.
 type StartReport struct {
 	Volumes     int      // volumes in the database after reconciliation
+	Quarantined []string // names whose damaged records were moved aside (see Driver.Quarantined)
 	Recovered   []string // volumes re-added from their folders' headers
 	Finished    []string // removals cut short earlier and finished now
 	StaleMounts int      // dead or leftover mounts detached under the mount root
@@ -29,9 +30,10 @@ type StartReport struct {
 }
 
 // Start brings the driver in line with the disk before the socket opens:
-// it reconciles the database with the backing folders, detaches stale
-// mounts under the mount root and mounts again every volume that still
-// has references. Problems with single volumes are reported, not fatal.
+// it moves damaged records aside, reconciles the database with the backing
+// folders, detaches stale mounts under the mount root and mounts again
+// every volume that still has references. Problems with single volumes are
+// reported, not fatal.
 func (d *Driver) Start() (*StartReport, error) {
 	start := time.Now()
 	rep := &StartReport{}
@@ -40,6 +42,9 @@ func (d *Driver) Start() (*StartReport, error) {
 	}
 	if err := os.MkdirAll(d.cfg.MountRoot, 0o755); err != nil {
 		return nil, fmt.Errorf("start: mount root: %w", err)
+	}
+	if err := d.quarantine(rep); err != nil {
+		return nil, fmt.Errorf("start: %w", err)
 	}
 	if err := d.reconcile(rep); err != nil {
 		return nil, fmt.Errorf("start: %w", err)

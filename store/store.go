@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -20,18 +21,20 @@ import (
 )
 
 var (
-	bucketVolumes = []byte("volumes") // name → JSON Volume
-	bucketMeta    = []byte("meta")    // small daemon-wide facts (schema, KDF parameters)
-	keySchema     = []byte("schema")
+	bucketVolumes    = []byte("volumes")    // name → JSON Volume
+	bucketQuarantine = []byte("quarantine") // bucket/key@time → JSON Quarantined
+	bucketMeta       = []byte("meta")       // small daemon-wide facts (schema, KDF parameters)
+	keySchema        = []byte("schema")
 )
 
 // SchemaVersion is recorded in the meta bucket. A database written by a
-// newer securevol is refused rather than misread.
+// newer securevol is refused rather than misread. (The quarantine bucket
+// came without a new version: an older securevol ignores it.)
 const SchemaVersion = 1
 
 // The store's errors, for errors.Is.
 var (
-	// ErrNotFound is returned for a name the store does not hold.
+	// ErrNotFound is returned for a name (or ID) the store does not hold.
 	ErrNotFound = errors.New("no such volume")
 	// ErrLocked means another process (usually a running securevol
 	// daemon) holds the database.
@@ -39,6 +42,9 @@ var (
 	// ErrDamaged means the file is not a readable database. Every volume
 	// can be recovered from the backing folders' headers into a new one.
 	ErrDamaged = errors.New("the database file is damaged")
+	// ErrBadRecord means one record cannot be read; Quarantine moves such
+	// records aside, and List and ForEach skip them.
+	ErrBadRecord = errors.New("damaged record")
 )
 
 // Options are the owner and permissions of a volume's root directory: the
@@ -66,6 +72,30 @@ type Volume struct {
 	// short by a crash is finished at the next start instead of leaving a
 	// record whose folder can no longer be opened.
 	Removing bool `json:"removing,omitempty"`
+}
+
+// check reports what makes v unfit to store or to use. The ID names a
+// folder under the volumes directory, so it must be exactly one path
+// component: an empty ID or ".." would make a removal shred the wrong
+// folder.
+func (v *Volume) check() error {
+	switch {
+	case v.Name == "":
+		return errors.New("volume without name")
+	case v.ID == "" || v.ID == "." || v.ID == ".." || strings.ContainsAny(v.ID, "/\x00"):
+		return fmt.Errorf("volume %s: invalid folder ID %q", v.Name, v.ID)
+	}
+	return nil
+}
+
+// Quarantined is a record that could not be read, moved aside by
+// Quarantine with the bytes it held.
+type Quarantined struct {
+	Bucket string    `json:"bucket"` // "volumes" (key: a name)
+	Key    string    `json:"key"`
+	At     time.Time `json:"at"`     // when it was moved aside
+	Reason string    `json:"reason"` // why it could not be read
+	Raw    []byte    `json:"raw"`
 }
 
 // Store is an open database. It is safe for concurrent use.
@@ -102,8 +132,10 @@ func Open(path string, lockWait time.Duration) (*Store, error) {
 
 func (s *Store) init() error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		if _, err := tx.CreateBucketIfNotExists(bucketVolumes); err != nil {
-			return err
+		for _, b := range [][]byte{bucketVolumes, bucketQuarantine} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
 		}
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
@@ -142,34 +174,51 @@ type Tx struct {
 	tx *bolt.Tx
 }
 
-// Get returns the volume called name, or ErrNotFound.
+// Get returns the volume called name: ErrNotFound if there is none,
+// ErrBadRecord if its record cannot be read.
 func (t *Tx) Get(name string) (*Volume, error) {
 	b := t.tx.Bucket(bucketVolumes).Get([]byte(name))
 	if b == nil {
 		return nil, fmt.Errorf("%s: %w", name, ErrNotFound)
 	}
-	return decode(name, b)
+	return decodeVolume(name, b)
 }
 
-func decode(name string, b []byte) (*Volume, error) {
-	v := &Volume{}
-	if err := json.Unmarshal(b, v); err != nil {
-		return nil, fmt.Errorf("volume %s: damaged record: %w", name, err)
+// decodeVolume reads the record stored under name in the volumes bucket.
+func decodeVolume(name string, b []byte) (*Volume, error) {
+	v, err := decode(b)
+	if err == nil && v.Name != name {
+		err = fmt.Errorf("record of %q stored under another name", v.Name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("volume %s: %w: %w", name, ErrBadRecord, err)
 	}
 	return v, nil
 }
 
-// Put stores v under v.Name, replacing any record of that name.
-func (t *Tx) Put(v *Volume) error {
-	if v.Name == "" || v.ID == "" {
-		return errors.New("put: volume without name or ID")
+func decode(b []byte) (*Volume, error) {
+	v := &Volume{}
+	if err := json.Unmarshal(b, v); err != nil {
+		return nil, err
+	}
+	return v, v.check()
+}
+
+func encode(v *Volume) ([]byte, error) {
+	if err := v.check(); err != nil {
+		return nil, fmt.Errorf("put: %w", err)
 	}
 	if len(v.Mounts) == 0 {
 		v.Mounts = nil
 	}
-	b, err := json.Marshal(v)
+	return json.Marshal(v)
+}
+
+// Put stores v under v.Name, replacing any record of that name.
+func (t *Tx) Put(v *Volume) error {
+	b, err := encode(v)
 	if err != nil {
-		return fmt.Errorf("put %s: %w", v.Name, err)
+		return err
 	}
 	return t.tx.Bucket(bucketVolumes).Put([]byte(v.Name), b)
 }
@@ -180,12 +229,12 @@ func (t *Tx) Delete(name string) error {
 }
 
 // ForEach calls fn for every volume in name order, stopping at its first
-// error. A damaged record stops the walk with an error naming it.
+// error. Records that cannot be read are skipped (see Quarantine).
 func (t *Tx) ForEach(fn func(*Volume) error) error {
 	return t.tx.Bucket(bucketVolumes).ForEach(func(k, b []byte) error {
-		v, err := decode(string(k), b)
+		v, err := decodeVolume(string(k), b)
 		if err != nil {
-			return err
+			return nil
 		}
 		return fn(v)
 	})
@@ -232,4 +281,58 @@ func (s *Store) Get(name string) (*Volume, error) {
 	var v *Volume
 	err := s.View(func(tx *Tx) (err error) { v, err = tx.Get(name); return })
 	return v, err
+}
+
+// Quarantine moves every record that cannot be read to the quarantine
+// bucket, stamped at, and returns them. Nothing is lost: Quarantined lists
+// them with their bytes.
+func (s *Store) Quarantine(at time.Time) ([]Quarantined, error) {
+	var bad []Quarantined
+	err := s.Update(func(tx *Tx) error {
+		bad = nil
+		err := tx.tx.Bucket(bucketVolumes).ForEach(func(k, b []byte) error {
+			if _, err := decodeVolume(string(k), b); err != nil {
+				bad = append(bad, Quarantined{Bucket: string(bucketVolumes), Key: string(k), At: at.UTC(), Reason: err.Error(), Raw: append([]byte(nil), b...)})
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, q := range bad {
+			if err := tx.quarantine(q); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return bad, err
+}
+
+func (t *Tx) quarantine(q Quarantined) error {
+	b, err := json.Marshal(q)
+	if err != nil {
+		return err
+	}
+	key := q.Bucket + "/" + q.Key + "@" + q.At.Format(time.RFC3339Nano)
+	if err := t.tx.Bucket(bucketQuarantine).Put([]byte(key), b); err != nil {
+		return err
+	}
+	return t.tx.Bucket([]byte(q.Bucket)).Delete([]byte(q.Key))
+}
+
+// Quarantined lists the records Quarantine moved aside, by bucket and key.
+func (s *Store) Quarantined() ([]Quarantined, error) {
+	var out []Quarantined
+	err := s.View(func(tx *Tx) error {
+		return tx.tx.Bucket(bucketQuarantine).ForEach(func(k, b []byte) error {
+			var q Quarantined
+			if err := json.Unmarshal(b, &q); err != nil {
+				return fmt.Errorf("quarantine entry %q: %w", k, err)
+			}
+			out = append(out, q)
+			return nil
+		})
+	})
+	return out, err
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 func openTemp(t testing.TB) (*Store, string) {
@@ -170,5 +172,53 @@ func TestOpenDamagedFile(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(path); !bytes.Equal(b, garbage) {
 		t.Fatalf("the damaged file was changed: %q", b)
+	}
+}
+
+// A record that cannot be read is skipped by List, answered ErrBadRecord
+// by Get, and moved aside, bytes and all, by Quarantine.
+func TestQuarantine(t *testing.T) {
+	s, _ := openTemp(t)
+	for _, n := range []string{"a", "b", "c"} {
+		if err := s.Update(func(tx *Tx) error { return tx.Put(vol(n)) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw := []byte(`{"id":"..","name":"b"}`)
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketVolumes).Put([]byte("b"), raw) }); err != nil {
+		t.Fatal(err)
+	}
+	if all, err := s.List(); err != nil || len(all) != 2 {
+		t.Fatalf("List = %v, %v; want the two readable records", all, err)
+	}
+	if _, err := s.Get("b"); !errors.Is(err, ErrBadRecord) {
+		t.Fatalf("Get of a damaged record = %v", err)
+	}
+	at := time.Date(2025, 6, 7, 8, 9, 10, 0, time.UTC)
+	moved, err := s.Quarantine(at)
+	if err != nil || len(moved) != 1 || moved[0].Key != "b" || !moved[0].At.Equal(at) || !bytes.Equal(moved[0].Raw, raw) {
+		t.Fatalf("Quarantine = %+v, %v", moved, err)
+	}
+	if _, err := s.Get("b"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get after quarantine = %v", err)
+	}
+	q, err := s.Quarantined()
+	if err != nil || len(q) != 1 || q[0].Key != "b" || !bytes.Equal(q[0].Raw, raw) {
+		t.Fatalf("Quarantined = %+v, %v", q, err)
+	}
+	if moved, err := s.Quarantine(at); err != nil || len(moved) != 0 {
+		t.Fatalf("second Quarantine = %+v, %v", moved, err)
+	}
+}
+
+// An ID names a folder: it must be one path component.
+func TestPutRejectsIDsOutsideTheFolder(t *testing.T) {
+	s, _ := openTemp(t)
+	for _, id := range []string{"", ".", "..", "a/b", "a\x00"} {
+		v := vol("x")
+		v.ID = id
+		if err := s.Update(func(tx *Tx) error { return tx.Put(v) }); err == nil {
+			t.Errorf("Put with ID %q succeeded", id)
+		}
 	}
 }

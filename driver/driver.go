@@ -55,6 +55,10 @@ type Config struct {
 	// UnmountWait bounds how long an unmount waits for its FUSE server to
 	// end; 0 means 2 s. See vol.detach.
 	UnmountWait time.Duration
+	// RemoveGrace is how long a removed volume's key is kept, so that
+	// Undelete can bring it back; 0 destroys it at once (crypto-shredding,
+	// irreversible). See Driver.Remove.
+	RemoveGrace time.Duration
 }
 
 // Driver is the volume driver. Create it with New, then call Start before
@@ -81,6 +85,11 @@ type Driver struct {
 	// wrongKey is set at start when the master key opens none of the
 	// volumes tried: Create is refused, so no volume is made under it.
 	wrongKey atomic.Bool
+
+	// purging holds the IDs of the removed volumes being purged (guarded
+	// by mu); stop ends purgeLoop, closed by Close.
+	purging map[string]bool
+	stop    chan struct{}
 
 	// removeAll deletes a backing folder's files: os.RemoveAll, replaced
 	// by tests, since it is the one operation whose time grows with the
@@ -128,6 +137,9 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.UnmountWait <= 0 {
 		cfg.UnmountWait = 2 * time.Second
 	}
+	if cfg.RemoveGrace < 0 {
+		return nil, errors.New("driver: RemoveGrace is negative")
+	}
 	if cfg.KeyKind == "" {
 		cfg.KeyKind = "key file"
 	}
@@ -137,6 +149,8 @@ func New(cfg Config) (*Driver, error) {
 		log:       cfg.Log,
 		keys:      append([]crypto.KeySource(nil), cfg.Keys...),
 		vols:      map[string]*vol{},
+		purging:   map[string]bool{},
+		stop:      make(chan struct{}),
 		removeAll: os.RemoveAll,
 	}, nil
 }
@@ -298,6 +312,10 @@ func readHeader(dir string) (*crypto.Header, error) {
 // destroys the wrapped key (crypto-shredding), deletes the backing folder,
 // then the record. A Remove cut short is finished by a retry or at the
 // next start.
+//
+// With a RemoveGrace, Remove only takes the volume out of sight (see
+// vol.hide): the key goes when the grace ends, unless Undelete brings the
+// volume back first.
 func (d *Driver) Remove(r *volume.RemoveRequest) error {
 	v, unlock, err := d.lockVolume(r.Name)
 	if err != nil {
@@ -308,11 +326,27 @@ func (d *Driver) Remove(r *volume.RemoveRequest) error {
 		return classed(ErrConflict, "remove %s: volume is in use (%d mounts); stop the containers using it first", r.Name, n)
 	}
 	id := v.rec.ID
+	if d.cfg.RemoveGrace > 0 && !v.rec.Removing {
+		purgeAt, err := v.hide(d.cfg.RemoveGrace)
+		if err != nil {
+			return fmt.Errorf("remove %s: %w", r.Name, err)
+		}
+		d.log.WithFields(logrus.Fields{"volume": r.Name, "id": id, "purge_at": purgeAt.Format(time.RFC3339)}).Info("removed volume from sight; its key is kept until the purge time, and undelete brings it back until then")
+		return nil
+	}
 	if err := v.remove(); err != nil {
 		return fmt.Errorf("remove %s: %w", r.Name, err)
 	}
 	d.log.WithFields(logrus.Fields{"volume": r.Name, "id": id}).Info("removed volume (key destroyed, folder deleted)")
 	return nil
+}
+
+// removeMountpoint removes the empty mountpoint directory of a volume that
+// goes.
+func (d *Driver) removeMountpoint(name string) {
+	if err := os.Remove(d.mountpoint(name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		d.log.WithError(err).WithField("volume", name).Warn("could not remove the empty mountpoint")
+	}
 }
 
 // Mount takes a reference for the mount ID r.ID and mounts the volume at
@@ -456,6 +490,9 @@ func (d *Driver) Capabilities() *volume.CapabilitiesResponse {
 // a Mount finishing meanwhile leaves no live mount behind.
 func (d *Driver) Close() error {
 	d.mu.Lock()
+	if !d.closing {
+		close(d.stop)
+	}
 	d.closing = true
 	d.mu.Unlock()
 	idle := make(chan struct{})

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -20,6 +21,7 @@ import (
 // StartReport says what Start found and did.
 type StartReport struct {
 	Volumes     int      // volumes in the database after reconciliation
+	InGrace     int      // removed volumes kept for Undelete until their purge time
 	Quarantined []string // names whose damaged records were moved aside (see Driver.Quarantined)
 	Recovered   []string // volumes re-added from their folders' headers
 	Finished    []string // removals cut short earlier and finished now
@@ -32,8 +34,9 @@ type StartReport struct {
 // Start brings the driver in line with the disk before the socket opens:
 // it moves damaged records aside, reconciles the database with the backing
 // folders, detaches stale mounts under the mount root and mounts again
-// every volume that still has references. Problems with single volumes are
-// reported, not fatal.
+// every volume that still has references. Removed volumes whose grace has
+// ended are purged from then on, in the background (see purgeLoop).
+// Problems with single volumes are reported, not fatal.
 func (d *Driver) Start() (*StartReport, error) {
 	start := time.Now()
 	rep := &StartReport{}
@@ -57,6 +60,7 @@ func (d *Driver) Start() (*StartReport, error) {
 	if err := d.remount(rep); err != nil {
 		return nil, fmt.Errorf("start: %w", err)
 	}
+	go d.purgeLoop()
 	rep.Took = time.Since(start)
 	return rep, nil
 }
@@ -85,16 +89,23 @@ func (d *Driver) reconcile(rep *StartReport) error {
 	if err != nil {
 		return err
 	}
+	removed, err := d.cfg.Store.Removed()
+	if err != nil {
+		return err
+	}
 	// The folders of removals cut short have data and maybe no header:
-	// they are finished below, not reported as keyless.
+	// they are finished below (or by the purge), not reported as keyless.
+	// Removed volumes' folders are recorded: they are no lost volumes to
+	// recover, and the purge finishes those it had begun.
 	removing := map[string]bool{}
 	recorded := map[string]bool{}
-	for _, v := range records {
+	for _, v := range slices.Concat(records, removed) {
 		recorded[v.ID] = true
 		if v.Removing {
 			removing[v.ID] = true
 		}
 	}
+	rep.InGrace = len(removed)
 	ents, err := os.ReadDir(d.volDir)
 	if err != nil {
 		return err

@@ -103,9 +103,7 @@ func (v *vol) remove() error {
 	if err := d.discard(v.dir()); err != nil {
 		return err
 	}
-	if err := os.Remove(d.mountpoint(v.name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		d.log.WithError(err).WithField("volume", v.name).Warn("could not remove the empty mountpoint")
-	}
+	d.removeMountpoint(v.name)
 	if err := d.cfg.Store.Update(func(tx *store.Tx) error { return tx.Delete(v.name) }); err != nil {
 		return err
 	}

@@ -22,14 +22,16 @@ import (
 
 var (
 	bucketVolumes    = []byte("volumes")    // name → JSON Volume
+	bucketRemoved    = []byte("removed")    // volume ID → JSON Volume removed within its grace period
 	bucketQuarantine = []byte("quarantine") // bucket/key@time → JSON Quarantined
 	bucketMeta       = []byte("meta")       // small daemon-wide facts (schema, KDF parameters)
 	keySchema        = []byte("schema")
 )
 
 // SchemaVersion is recorded in the meta bucket. A database written by a
-// newer securevol is refused rather than misread. (The quarantine bucket
-// came without a new version: an older securevol ignores it.)
+// newer securevol is refused rather than misread. (The removed and
+// quarantine buckets came without a new version: an older securevol that
+// ignores them recovers a removed volume from its folder, losing nothing.)
 const SchemaVersion = 1
 
 // The store's errors, for errors.Is.
@@ -68,10 +70,17 @@ type Volume struct {
 	// more than one reference. The volume is in use while Mounts is not
 	// empty.
 	Mounts map[string]int `json:"mounts,omitempty"`
-	// Removing is set before the volume's key is destroyed, so a Remove cut
-	// short by a crash is finished at the next start instead of leaving a
-	// record whose folder can no longer be opened.
+	// Removing is set before the volume's key is destroyed (by a Remove,
+	// or by the purge of a removed volume), so a removal cut short by a
+	// crash is finished at the next start instead of leaving a record
+	// whose folder can no longer be opened.
 	Removing bool `json:"removing,omitempty"`
+	// RemovedAt is when a removal with a grace period took the volume out
+	// of sight, and PurgeAt when its key is to be destroyed. Such a record
+	// lives in the removed bucket (PutRemoved), keyed by ID, so that the
+	// name is free for a new volume meanwhile.
+	RemovedAt time.Time `json:"removed_at,omitzero"`
+	PurgeAt   time.Time `json:"purge_at,omitzero"`
 }
 
 // check reports what makes v unfit to store or to use. The ID names a
@@ -91,7 +100,7 @@ func (v *Volume) check() error {
 // Quarantined is a record that could not be read, moved aside by
 // Quarantine with the bytes it held.
 type Quarantined struct {
-	Bucket string    `json:"bucket"` // "volumes" (key: a name)
+	Bucket string    `json:"bucket"` // "volumes" (key: a name) or "removed" (key: an ID)
 	Key    string    `json:"key"`
 	At     time.Time `json:"at"`     // when it was moved aside
 	Reason string    `json:"reason"` // why it could not be read
@@ -132,7 +141,7 @@ func Open(path string, lockWait time.Duration) (*Store, error) {
 
 func (s *Store) init() error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketVolumes, bucketQuarantine} {
+		for _, b := range [][]byte{bucketVolumes, bucketRemoved, bucketQuarantine} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -190,8 +199,26 @@ func decodeVolume(name string, b []byte) (*Volume, error) {
 	if err == nil && v.Name != name {
 		err = fmt.Errorf("record of %q stored under another name", v.Name)
 	}
+	if err == nil && !v.RemovedAt.IsZero() {
+		err = errors.New("a removed volume's record among the live ones")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("volume %s: %w: %w", name, ErrBadRecord, err)
+	}
+	return v, nil
+}
+
+// decodeRemoved reads the record stored under id in the removed bucket.
+func decodeRemoved(id string, b []byte) (*Volume, error) {
+	v, err := decode(b)
+	if err == nil && v.ID != id {
+		err = fmt.Errorf("record of ID %q stored under another ID", v.ID)
+	}
+	if err == nil && v.RemovedAt.IsZero() {
+		err = errors.New("a live volume's record among the removed ones")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("removed volume %s: %w: %w", id, ErrBadRecord, err)
 	}
 	return v, nil
 }
@@ -216,6 +243,9 @@ func encode(v *Volume) ([]byte, error) {
 
 // Put stores v under v.Name, replacing any record of that name.
 func (t *Tx) Put(v *Volume) error {
+	if !v.RemovedAt.IsZero() {
+		return fmt.Errorf("put %s: the volume is removed (PutRemoved stores it)", v.Name)
+	}
 	b, err := encode(v)
 	if err != nil {
 		return err
@@ -248,6 +278,46 @@ func (t *Tx) Count() int {
 		n++
 	}
 	return n
+}
+
+// GetRemoved returns the removed volume with folder ID id (ErrNotFound if
+// none, ErrBadRecord if its record cannot be read).
+func (t *Tx) GetRemoved(id string) (*Volume, error) {
+	b := t.tx.Bucket(bucketRemoved).Get([]byte(id))
+	if b == nil {
+		return nil, fmt.Errorf("removed volume %s: %w", id, ErrNotFound)
+	}
+	return decodeRemoved(id, b)
+}
+
+// PutRemoved stores v, whose RemovedAt is set, under its ID among the
+// removed volumes.
+func (t *Tx) PutRemoved(v *Volume) error {
+	if v.RemovedAt.IsZero() {
+		return fmt.Errorf("put %s: RemovedAt is not set", v.Name)
+	}
+	b, err := encode(v)
+	if err != nil {
+		return err
+	}
+	return t.tx.Bucket(bucketRemoved).Put([]byte(v.ID), b)
+}
+
+// DeleteRemoved removes the removed volume with ID id, if any.
+func (t *Tx) DeleteRemoved(id string) error {
+	return t.tx.Bucket(bucketRemoved).Delete([]byte(id))
+}
+
+// ForEachRemoved calls fn for every removed volume, in ID order, stopping
+// at its first error. Records that cannot be read are skipped.
+func (t *Tx) ForEachRemoved(fn func(*Volume) error) error {
+	return t.tx.Bucket(bucketRemoved).ForEach(func(k, b []byte) error {
+		v, err := decodeRemoved(string(k), b)
+		if err != nil {
+			return nil
+		}
+		return fn(v)
+	})
 }
 
 // Meta returns the daemon-wide value stored under key (nil if none).
@@ -283,30 +353,46 @@ func (s *Store) Get(name string) (*Volume, error) {
 	return v, err
 }
 
-// Quarantine moves every record that cannot be read to the quarantine
-// bucket, stamped at, and returns them. Nothing is lost: Quarantined lists
-// them with their bytes.
+// Removed returns every removed volume, in ID order.
+func (s *Store) Removed() ([]*Volume, error) {
+	var out []*Volume
+	err := s.View(func(tx *Tx) error {
+		return tx.ForEachRemoved(func(v *Volume) error { out = append(out, v); return nil })
+	})
+	return out, err
+}
+
+// Quarantine moves every record that cannot be read, live or removed, to
+// the quarantine bucket, stamped at, and returns them. Nothing is lost:
+// Quarantined lists them with their bytes.
 func (s *Store) Quarantine(at time.Time) ([]Quarantined, error) {
-	var bad []Quarantined
+	var moved []Quarantined
 	err := s.Update(func(tx *Tx) error {
-		bad = nil
-		err := tx.tx.Bucket(bucketVolumes).ForEach(func(k, b []byte) error {
-			if _, err := decodeVolume(string(k), b); err != nil {
-				bad = append(bad, Quarantined{Bucket: string(bucketVolumes), Key: string(k), At: at.UTC(), Reason: err.Error(), Raw: append([]byte(nil), b...)})
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, q := range bad {
-			if err := tx.quarantine(q); err != nil {
+		moved = nil
+		for _, src := range []struct {
+			bucket []byte
+			decode func(string, []byte) (*Volume, error)
+		}{{bucketVolumes, decodeVolume}, {bucketRemoved, decodeRemoved}} {
+			var bad []Quarantined
+			err := tx.tx.Bucket(src.bucket).ForEach(func(k, b []byte) error {
+				if _, err := src.decode(string(k), b); err != nil {
+					bad = append(bad, Quarantined{Bucket: string(src.bucket), Key: string(k), At: at.UTC(), Reason: err.Error(), Raw: append([]byte(nil), b...)})
+				}
+				return nil
+			})
+			if err != nil {
 				return err
 			}
+			for _, q := range bad {
+				if err := tx.quarantine(q); err != nil {
+					return err
+				}
+			}
+			moved = append(moved, bad...)
 		}
 		return nil
 	})
-	return bad, err
+	return moved, err
 }
 
 func (t *Tx) quarantine(q Quarantined) error {

@@ -222,3 +222,55 @@ func TestPutRejectsIDsOutsideTheFolder(t *testing.T) {
 		}
 	}
 }
+
+// Removed volumes live apart, keyed by ID, so their name is free; a live
+// record never carries RemovedAt and a removed one always does.
+func TestRemovedBucket(t *testing.T) {
+	s, _ := openTemp(t)
+	v := vol("data")
+	if err := s.Update(func(tx *Tx) error { return tx.Put(v) }); err != nil {
+		t.Fatal(err)
+	}
+	r := *v
+	r.RemovedAt = time.Date(2025, 1, 3, 0, 0, 0, 0, time.UTC)
+	r.PurgeAt = r.RemovedAt.Add(time.Hour)
+	if err := s.Update(func(tx *Tx) error { return tx.Put(&r) }); err == nil {
+		t.Fatal("Put of a removed volume succeeded")
+	}
+	if err := s.Update(func(tx *Tx) error { return tx.PutRemoved(v) }); err == nil {
+		t.Fatal("PutRemoved of a live volume succeeded")
+	}
+	if err := s.Update(func(tx *Tx) error {
+		if err := tx.Delete("data"); err != nil {
+			return err
+		}
+		return tx.PutRemoved(&r)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get("data"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get of a removed name = %v", err)
+	}
+	all, err := s.Removed()
+	if err != nil || len(all) != 1 || all[0].Name != "data" || !all[0].PurgeAt.Equal(r.PurgeAt) {
+		t.Fatalf("Removed = %+v, %v", all, err)
+	}
+	// A live record in the removed bucket is damage, quarantined.
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRemoved).Put([]byte("id-x"), []byte(`{"id":"id-x","name":"x"}`))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if all, _ := s.Removed(); len(all) != 1 {
+		t.Fatalf("Removed lists a damaged record: %+v", all)
+	}
+	if moved, err := s.Quarantine(time.Now()); err != nil || len(moved) != 1 || moved[0].Bucket != "removed" || moved[0].Key != "id-x" {
+		t.Fatalf("Quarantine = %+v, %v", moved, err)
+	}
+	if err := s.Update(func(tx *Tx) error { return tx.DeleteRemoved(v.ID) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.View(func(tx *Tx) error { _, err := tx.GetRemoved(v.ID); return err }); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("GetRemoved after DeleteRemoved = %v", err)
+	}
+}

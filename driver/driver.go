@@ -91,6 +91,9 @@ type Driver struct {
 	purging map[string]bool
 	stop    chan struct{}
 
+	// fusectlMu makes one caller at a time mount fusectl (see fuseConnDir).
+	fusectlMu sync.Mutex
+
 	// removeAll deletes a backing folder's files: os.RemoveAll, replaced
 	// by tests, since it is the one operation whose time grows with the
 	// volume's size.

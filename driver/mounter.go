@@ -97,26 +97,6 @@ func detach(path string) error {
 	return fmt.Errorf("unmount %s: %w", path, err)
 }
 
-// isMountPoint reports whether path is the root of a mount (it and its
-// parent are on different devices), without touching a dead FUSE server:
-// a stat of a dead mount fails with ENOTCONN, which also means "mounted".
-func isMountPoint(path string) (bool, error) {
-	var st, pst unix.Stat_t
-	if err := unix.Lstat(path, &st); err != nil {
-		if errors.Is(err, unix.ENOTCONN) {
-			return true, nil
-		}
-		if errors.Is(err, unix.ENOENT) {
-			return false, nil
-		}
-		return false, err
-	}
-	if err := unix.Lstat(filepath.Dir(path), &pst); err != nil {
-		return false, err
-	}
-	return st.Dev != pst.Dev, nil
-}
-
 // errStillServing: the unmount was issued but the server has not ended.
 var errStillServing = errors.New("FUSE server still serving after unmount")
 

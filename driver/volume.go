@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"os"
 	"sync/atomic"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
 	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
+	"github.com/securevol/securevol/internal/mountinfo"
 	"github.com/securevol/securevol/store"
 )
 
@@ -36,7 +38,9 @@ type vol struct {
 type liveMount struct {
 	m          Mount
 	mountpoint string
-	leaving    atomic.Bool // set while we unmount it ourselves
+	conn       string        // its FUSE connection (see fuseConn); "" if unknown
+	ended      chan struct{} // closed when its server has ended
+	leaving    atomic.Bool   // set while we unmount it ourselves
 }
 
 func (v *vol) dir() string { return v.d.backing(v.rec.ID) }
@@ -127,10 +131,11 @@ func (v *vol) attach() error {
 		return err
 	}
 	// Our state says "not mounted", so anything found here is left over
-	// from a crashed server or mounted by hand.
-	if busy, err := isMountPoint(mp); err != nil {
+	// from a crashed server or mounted by hand. Mountinfo tells, where a
+	// stat could hang on a hung server.
+	if stale, err := mountinfo.At(mp); err != nil {
 		return err
-	} else if busy {
+	} else if stale != nil {
 		d.log.WithField("volume", v.name).Warn("removing a stale mount at the mountpoint")
 		if err := detach(mp); err != nil {
 			return err
@@ -141,7 +146,7 @@ func (v *vol) attach() error {
 		os.Remove(mp)
 		return err
 	}
-	lm := &liveMount{m: m, mountpoint: mp}
+	lm := &liveMount{m: m, mountpoint: mp, conn: fuseConn(mp), ended: make(chan struct{})}
 	d.mu.Lock()
 	v.mount = lm
 	v.trouble = ""
@@ -155,6 +160,7 @@ func (v *vol) attach() error {
 // directory.
 func (v *vol) watch(lm *liveMount) {
 	lm.m.Wait()
+	close(lm.ended)
 	d := v.d
 	d.mu.Lock()
 	ours := v.mount == lm
@@ -224,35 +230,34 @@ func (v *vol) upgrade(root *backing.Dir, h *crypto.Header, ks crypto.KeySource) 
 
 // detach unmounts the volume if it is mounted. A mount still held by some
 // process is detached lazily: it leaves the namespace now and the kernel
-// ends it when the last user lets go. It needs no record, and Close calls
-// it without the lock.
+// ends it when the last user lets go. It never waits for the FUSE server
+// without bound (see settle). It needs no record, and Close calls it
+// without the lock.
 func (v *vol) detach() error {
 	d := v.d
 	lm := d.live(v.name)
 	if lm == nil {
 		return nil
 	}
+	log := d.log.WithField("volume", v.name)
 	lm.leaving.Store(true)
-	err := unmountWithin(lm.m, d.cfg.UnmountWait)
-	if errors.Is(err, errStillServing) {
-		// The unmount went through, but the FUSE connection lives on:
-		// something outside this mount namespace (a bind mount of the
-		// mountpoint made elsewhere) still holds it. Its server keeps
-		// serving that holder and ends when it lets go; this request must
-		// not wait for that.
-		d.log.WithField("volume", v.name).Warn("the mount is still held outside this mount namespace; its server keeps serving it until released")
-		if busy, _ := isMountPoint(lm.mountpoint); busy {
-			err = detach(lm.mountpoint)
+	if err := unmountWithin(lm.m, d.cfg.UnmountWait); err != nil {
+		if errors.Is(err, errStillServing) {
+			// The unmount went through, but the FUSE connection lives on:
+			// something outside this mount namespace (a bind mount of the
+			// mountpoint made elsewhere) still holds it, or the server
+			// hangs. This request must not wait for either.
+			log.Warn("the mount is still held outside this mount namespace; its server keeps serving it until released")
 		} else {
-			err = nil
+			log.WithError(err).Warn("unmount failed; detaching lazily")
 		}
-	}
-	if err != nil {
-		d.log.WithError(err).WithField("volume", v.name).Warn("unmount failed; detaching lazily")
+		// Lazily, whatever is still mounted there (nothing, after the
+		// unmount that went through).
 		if err2 := detach(lm.mountpoint); err2 != nil {
 			lm.leaving.Store(false)
-			return fmt.Errorf("unmount %s: %w", v.name, err)
+			return fmt.Errorf("unmount %s: %w", v.name, err2)
 		}
+		d.settle(log, lm)
 	}
 	d.mu.Lock()
 	if v.mount == lm {
@@ -262,4 +267,45 @@ func (v *vol) detach() error {
 	d.mu.Unlock()
 	os.Remove(lm.mountpoint) // only succeeds on the empty, unmounted directory
 	return nil
+}
+
+// settle makes sure that a mount which has left the namespace, but whose
+// server has not ended, holds nobody for ever. A server with no request
+// waiting is idle: something still holds its connection (an open file, a
+// bind mount in another namespace) and it goes on serving that holder.
+// One that leaves requests unanswered for UnmountWait is hung: its
+// connection is aborted, which fails those requests and ends the mount
+// for every holder.
+func (d *Driver) settle(log *logrus.Entry, lm *liveMount) {
+	if lm.conn == "" {
+		return
+	}
+	dir, err := d.fuseConnDir(lm.conn)
+	if err != nil {
+		log.WithError(err).Warn("cannot watch the FUSE connection of the detached mount; if its server hangs, what waits on it keeps waiting")
+		return
+	}
+	for deadline := time.Now().Add(d.cfg.UnmountWait); ; time.Sleep(10 * time.Millisecond) {
+		select {
+		case <-lm.ended:
+			return
+		default:
+		}
+		n, err := connWaiting(dir)
+		if errors.Is(err, os.ErrNotExist) || n == 0 && err == nil {
+			return // the connection ended, or the server is idle
+		}
+		if err != nil {
+			log.WithError(err).Warn("reading the FUSE connection's waiting requests")
+			return
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+	}
+	if err := abortConn(dir); err != nil {
+		log.WithError(err).Error("aborting the FUSE connection of a hung server")
+		return
+	}
+	log.WithField("connection", lm.conn).Warn("the FUSE server left requests unanswered after the unmount; its connection is aborted (what waited on it gets an error)")
 }

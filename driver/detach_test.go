@@ -98,3 +98,57 @@ func TestDetachAbortsHungServer(t *testing.T) {
 		})
 	}
 }
+
+// A busy mount (a process holds a file open) still goes at the last
+// Unmount: it is detached lazily.
+func TestUnmountBusy(t *testing.T) {
+	testenv.RequireFUSE(t)
+	e := newEnv(t)
+	e.create("vol", nil)
+	mp := e.mount("vol", "c1")
+	f, err := os.Create(filepath.Join(mp, "open"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	e.unmount("vol", "c1")
+	if mounted(t, mp) {
+		t.Fatal("busy mount still in the namespace")
+	}
+	if _, err := f.Write([]byte("still writable")); err != nil {
+		t.Errorf("open file broke: %v", err)
+	}
+}
+
+// A bind mount of the mountpoint made elsewhere (as a container holds one)
+// keeps the FUSE connection alive after the unmount: the last Unmount must
+// still answer promptly, and the holder keeps working.
+func TestUnmountWhileBoundElsewhere(t *testing.T) {
+	testenv.RequireFUSE(t)
+	e := newEnv(t, func(c *Config) { c.UnmountWait = 300 * time.Millisecond })
+	e.create("vol", nil)
+	mp := e.mount("vol", "c1")
+	os.WriteFile(filepath.Join(mp, "f"), []byte("x"), 0o600)
+	bind := filepath.Join(t.TempDir(), "bind")
+	os.Mkdir(bind, 0o755)
+	if err := unix.Mount(mp, bind, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(bind, unix.MNT_DETACH)
+	start := time.Now()
+	e.unmount("vol", "c1")
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("Unmount took %v", took)
+	}
+	if mounted(t, mp) {
+		t.Fatal("still mounted at the mountpoint")
+	}
+	if b, err := os.ReadFile(filepath.Join(bind, "f")); err != nil || string(b) != "x" {
+		t.Fatalf("the bind mount broke: %q %v", b, err)
+	}
+	// The volume can be mounted again meanwhile.
+	mp = e.mount("vol", "c2")
+	if b, err := os.ReadFile(filepath.Join(mp, "f")); err != nil || string(b) != "x" {
+		t.Fatalf("mounted again: %q %v", b, err)
+	}
+}

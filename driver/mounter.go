@@ -46,19 +46,15 @@ func FUSEMounter(backing, mountpoint, name string, keys *crypto.VolumeKeys, log 
 	return srv, nil
 }
 
-// mountsUnder lists the mount points at or below root from
-// /proc/self/mountinfo, deepest first (the order to unmount them in).
-func mountsUnder(root string) ([]string, error) { return mountsUnderOf(root, nil) }
-
 // isOurs reports whether a mountinfo entry is a securevol FUSE mount
 // (cryptfs mounts with type fuse.securevol and source securevol:<name>).
 func isOurs(fstype, source string) bool {
 	return fstype == "fuse.securevol" || strings.HasPrefix(source, "securevol:")
 }
 
-// mountsUnderOf is mountsUnder keeping only the entries keep admits (by
-// filesystem type and source); nil keeps all.
-func mountsUnderOf(root string, keep func(fstype, source string) bool) ([]string, error) {
+// ourMountsUnder lists securevol's mount points at or below root from
+// /proc/self/mountinfo, deepest first (the order to unmount them in).
+func ourMountsUnder(root string) ([]string, error) {
 	ms, err := mountinfo.Read()
 	if err != nil {
 		return nil, err
@@ -68,7 +64,7 @@ func mountsUnderOf(root string, keep func(fstype, source string) bool) ([]string
 	// Newest first, so among stacked mounts at one path the upper one
 	// comes first; then deeper paths first.
 	for _, m := range slices.Backward(ms) {
-		if mountinfo.IsUnder(m.Mountpoint, root) && (keep == nil || keep(m.FSType, m.Source)) {
+		if mountinfo.IsUnder(m.Mountpoint, root) && isOurs(m.FSType, m.Source) {
 			out = append(out, m.Mountpoint)
 		}
 	}

@@ -399,7 +399,7 @@ func labelOptions(labels map[string]string) (store.Options, error) {
 // Other mounts there are not ours (the mount root may be a shared /mnt) and
 // stay; so does the mount root itself (a managed plugin's propagatedMount).
 func (d *Driver) cleanMounts(rep *StartReport) error {
-	mps, err := mountsUnderOf(d.cfg.MountRoot, isOurs)
+	mps, err := ourMountsUnder(d.cfg.MountRoot)
 	if err != nil {
 		return fmt.Errorf("list mounts: %w", err)
 	}

@@ -24,9 +24,9 @@ import (
 	"github.com/securevol/securevol/cryptfs"
 )
 
-// Options configure Metrics. The functions are called at each scrape or
-// textfile write (never on a request path); a nil one leaves its series
-// out.
+// Options configure Metrics. The functions are called at each scrape and
+// textfile write (never on a request path), perhaps at the same time; a
+// nil one leaves its series out.
 type Options struct {
 	// Version is shown as the version label of securevol_info.
 	Version string
@@ -41,6 +41,8 @@ type Options struct {
 	// UsedBytes is the ciphertext a volume holds in its backing folder;
 	// ok false leaves the volume's sample out (not known now).
 	UsedBytes func(volume string) (bytes int64, ok bool)
+	// LimitBytes is a volume's size limit; ok false if it has none.
+	LimitBytes func(volume string) (bytes int64, ok bool)
 	// Log receives errors of scrapes and textfile writes; nil discards.
 	Log *logrus.Entry
 }
@@ -48,8 +50,7 @@ type Options struct {
 // Metrics is the registry of one daemon. Create it with New before the
 // first mount: the driver asks it for each mount's observer.
 type Metrics struct {
-	opts Options
-	log  *logrus.Entry
+	log *logrus.Entry
 	// reg holds securevol_* only: it is what the textfile gets, since
 	// node_exporter has Go and process metrics of its own under the same
 	// names. runtime adds those of this process for HTTP scrapes.
@@ -72,7 +73,6 @@ type Metrics struct {
 // New registers every metric and returns the registry.
 func New(opts Options) *Metrics {
 	m := &Metrics{
-		opts:    opts,
 		log:     opts.Log,
 		reg:     prometheus.NewRegistry(),
 		runtime: prometheus.NewRegistry(),
@@ -84,6 +84,13 @@ func New(opts Options) *Metrics {
 		m.log = logrus.NewEntry(l)
 	}
 	m.runtime.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.registerVolumeMetrics()
+	m.registerDaemonMetrics(opts)
+	return m
+}
+
+// registerVolumeMetrics registers the series each volume has.
+func (m *Metrics) registerVolumeMetrics() {
 	perVolume := func(name, help string) *prometheus.CounterVec {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{"volume"})
 	}
@@ -102,6 +109,12 @@ func New(opts Options) *Metrics {
 		// lookup) to seconds (an fsync on a slow disk).
 		Buckets: []float64{50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3, 250e-3, 1, 5},
 	}, []string{"volume", "op"})
+	m.reg.MustRegister(m.readBytes, m.writtenBytes, m.readOps, m.writeOps, m.authFailures, m.mountsTotal, m.mounted, m.latency)
+}
+
+// registerDaemonMetrics registers the daemon's own series and those read
+// from opts' callbacks.
+func (m *Metrics) registerDaemonMetrics(opts Options) {
 	m.mountTime = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "securevol_mount_duration_seconds",
 		Help:    "Time to bring up a volume's FUSE mount.",
@@ -111,13 +124,13 @@ func New(opts Options) *Metrics {
 	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "securevol_info", Help: "1 while the daemon runs; its version as a label.",
 		ConstLabels: prometheus.Labels{"version": opts.Version}})
 	info.Set(1)
-	m.reg.MustRegister(m.readBytes, m.writtenBytes, m.readOps, m.writeOps, m.authFailures, m.mountsTotal, m.mounted,
-		m.latency, m.mountTime, m.reconcile, info, usedCollector{m})
+	m.reg.MustRegister(m.mountTime, m.reconcile, info)
+	m.registerPerVolume("securevol_used_bytes", "Ciphertext bytes the volume holds in its backing folder.", opts.UsedBytes)
+	m.registerPerVolume("securevol_size_limit_bytes", "The volume's size limit (only volumes that have one).", opts.LimitBytes)
 	m.registerCount("securevol_volumes", "Volumes the daemon knows.", opts.Volumes)
 	m.registerCount("securevol_volumes_mounted", "Volumes mounted now.", opts.Mounted)
 	m.registerCount("securevol_quarantined_records", "Damaged database records set aside.", opts.Quarantined)
 	m.registerCount("securevol_volume_problems", "Volumes with a problem found at start-up (see docker volume inspect).", opts.Problems)
-	return m
 }
 
 // registerCount exports f as a gauge read at each scrape, if f is set.
@@ -173,23 +186,28 @@ func (m *Metrics) names() []string {
 	return out
 }
 
-// usedCollector asks Options.UsedBytes for each volume at scrape time.
-type usedCollector struct{ m *Metrics }
-
-func (c usedCollector) desc() *prometheus.Desc {
-	return prometheus.NewDesc("securevol_used_bytes", "Ciphertext bytes the volume holds in its backing folder.", []string{"volume"}, nil)
-}
-
-func (c usedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc() }
-
-func (c usedCollector) Collect(ch chan<- prometheus.Metric) {
-	if c.m.opts.UsedBytes == nil {
+// registerPerVolume exports f for each volume with series, read at each
+// scrape, if f is set.
+func (m *Metrics) registerPerVolume(name, help string, f func(string) (int64, bool)) {
+	if f == nil {
 		return
 	}
-	d := c.desc()
+	m.reg.MustRegister(volumeFunc{m: m, f: f, desc: prometheus.NewDesc(name, help, []string{"volume"}, nil)})
+}
+
+// volumeFunc is a per-volume gauge whose values a callback gives.
+type volumeFunc struct {
+	m    *Metrics
+	f    func(volume string) (int64, bool)
+	desc *prometheus.Desc
+}
+
+func (c volumeFunc) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c volumeFunc) Collect(ch chan<- prometheus.Metric) {
 	for _, n := range c.m.names() {
-		if b, ok := c.m.opts.UsedBytes(n); ok {
-			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(b), n)
+		if v, ok := c.f(n); ok {
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(v), n)
 		}
 	}
 }

@@ -61,6 +61,8 @@ func newDaemon(t *testing.T) *daemon {
 		Volumes:   func() int { vs, _ := st.List(); return len(vs) },
 		Mounted:   func() int { return drv.Mounted() },
 		UsedBytes: func(string) (int64, bool) { return usedBytes, true },
+		// Only beta has a limit.
+		LimitBytes: func(v string) (int64, bool) { return 1 << 30, v == "beta" },
 	})
 	drv, err = driver.New(driver.Config{StateDir: h.stateDir, MountRoot: filepath.Join(root, "mnt"), Store: st,
 		Keys: []crypto.KeySource{crypto.StaticKey{Key: mk}}, Log: logrus.NewEntry(log), Metrics: m})
@@ -239,6 +241,12 @@ func TestScrapeFollowsIOTamperAndRemoval(t *testing.T) {
 	}
 	if got := h.mustValue(mfs, "securevol_used_bytes", alpha); got != usedBytes {
 		t.Errorf("used bytes = %v, want the callback's %d", got, usedBytes)
+	}
+	if _, ok := value(mfs, "securevol_size_limit_bytes", alpha); ok {
+		t.Error("a size limit is shown for alpha, which has none")
+	}
+	if got := h.mustValue(mfs, "securevol_size_limit_bytes", map[string]string{"volume": "beta"}); got != 1<<30 {
+		t.Errorf("beta's size limit = %v, want 1 GiB", got)
 	}
 	if got := h.mustValue(mfs, "securevol_info", map[string]string{"version": "test"}); got != 1 {
 		t.Errorf("securevol_info = %v", got)

@@ -26,8 +26,9 @@ func (m *Metrics) Handler() http.Handler {
 		ErrorLog: m.log,
 		// A failing callback must not hide the other metrics.
 		ErrorHandling: promhttp.ContinueOnError,
-		// One scrape at a time is plenty; more wait or get 503.
-		MaxRequestsInFlight: 1,
+		// A few scrapers at once are plenty; more get 503 rather
+		// than pile up.
+		MaxRequestsInFlight: 4,
 		Timeout:             10 * time.Second,
 	})
 }

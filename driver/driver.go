@@ -45,8 +45,11 @@ type Config struct {
 	// KeyKind names the key source for Status ("key file", "passphrase",
 	// "key command"). Never the key itself.
 	KeyKind string
-	// Mounter mounts a volume; nil means FUSEMounter.
+	// Mounter mounts a volume; nil means FUSEMounter(Metrics).
 	Mounter Mounter
+	// Metrics, if set, hears of each volume's mounts (through the default
+	// Mounter) and removal.
+	Metrics Metrics
 	// Log receives the driver's log; nil discards.
 	Log *logrus.Entry
 	// LockWait bounds how long a request waits for another request on the
@@ -127,7 +130,7 @@ func New(cfg Config) (*Driver, error) {
 		return nil, errors.New("driver: no master key source")
 	}
 	if cfg.Mounter == nil {
-		cfg.Mounter = FUSEMounter
+		cfg.Mounter = FUSEMounter(cfg.Metrics)
 	}
 	if cfg.Log == nil {
 		l := logrus.New()
@@ -344,11 +347,16 @@ func (d *Driver) Remove(r *volume.RemoveRequest) error {
 	return nil
 }
 
-// removeMountpoint removes the empty mountpoint directory of a volume that
-// goes.
-func (d *Driver) removeMountpoint(name string) {
+// gone forgets the volume name once it is removed (or out of sight for
+// its grace period): its empty mountpoint directory, any problem start-up
+// found with it, and its metrics.
+func (d *Driver) gone(name string) {
 	if err := os.Remove(d.mountpoint(name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		d.log.WithError(err).WithField("volume", name).Warn("could not remove the empty mountpoint")
+	}
+	d.setTrouble(name, "")
+	if d.cfg.Metrics != nil {
+		d.cfg.Metrics.Remove(name)
 	}
 }
 

@@ -51,8 +51,7 @@ func (v *vol) hide(grace time.Duration) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
-	v.d.removeMountpoint(v.name)
-	v.d.setTrouble(v.name, "")
+	v.d.gone(v.name)
 	return r.PurgeAt, nil
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/docker/go-plugins-helpers/volume"
 
+	"github.com/securevol/securevol/cryptfs"
 	"github.com/securevol/securevol/crypto"
 	"github.com/securevol/securevol/store"
 )
@@ -49,10 +50,18 @@ func (e *env) waitPurged() {
 	}
 }
 
+// forgetfulMetrics notes which volumes the driver said were removed.
+type forgetfulMetrics struct{ removed []string }
+
+func (m *forgetfulMetrics) Volume(string) cryptfs.Observer { return nil }
+func (m *forgetfulMetrics) Remove(name string)             { m.removed = append(m.removed, name) }
+
 // With a grace, Remove hides the volume at once (the engine is told "no
-// such volume") and keeps its key; Undelete brings it back as it was.
+// such volume", the metrics forget it) and keeps its key; Undelete brings
+// it back as it was.
 func TestRemoveWithGraceThenUndelete(t *testing.T) {
-	e := newEnv(t, withGrace(time.Hour))
+	m := &forgetfulMetrics{}
+	e := newEnv(t, withGrace(time.Hour), func(c *Config) { c.Metrics = m })
 	e.create("vol", map[string]string{"uid": "7"})
 	e.create("other", nil)
 	rec := e.record("vol")
@@ -75,6 +84,9 @@ func TestRemoveWithGraceThenUndelete(t *testing.T) {
 	}
 	if !e.hasKey(rec.ID) {
 		t.Fatal("the key of a volume in its grace period is gone")
+	}
+	if !slices.Equal(m.removed, []string{"vol"}) {
+		t.Fatalf("metrics told of removals %v", m.removed)
 	}
 
 	if err := e.d.Undelete("vol", ""); err != nil {

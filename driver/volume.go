@@ -107,11 +107,10 @@ func (v *vol) remove() error {
 	if err := d.discard(v.dir()); err != nil {
 		return err
 	}
-	d.removeMountpoint(v.name)
 	if err := d.cfg.Store.Update(func(tx *store.Tx) error { return tx.Delete(v.name) }); err != nil {
 		return err
 	}
-	d.setTrouble(v.name, "")
+	d.gone(v.name)
 	return nil
 }
 

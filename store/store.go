@@ -11,8 +11,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -360,32 +362,49 @@ func (s *Store) Removed() ([]*Volume, error) {
 }
 
 // Quarantine moves every record that cannot be read, live or removed, to
-// the quarantine bucket, stamped at, and returns them. Nothing is lost:
-// Quarantined lists them with their bytes.
+// the quarantine bucket, stamped at, and returns them. So does every
+// record whose folder ID another record claims too: the database cannot
+// tell whose the folder is (the folder's header can), and removing either
+// would destroy the other's key. Nothing is lost: Quarantined lists them
+// with their bytes.
 func (s *Store) Quarantine(at time.Time) ([]Quarantined, error) {
 	var moved []Quarantined
 	err := s.Update(func(tx *Tx) error {
 		moved = nil
+		claims := map[string][]Quarantined{} // folder ID → the readable records claiming it
 		for _, src := range []struct {
 			bucket []byte
 			decode func(string, []byte) (*Volume, error)
 		}{{bucketVolumes, decodeVolume}, {bucketRemoved, decodeRemoved}} {
-			var bad []Quarantined
 			err := tx.tx.Bucket(src.bucket).ForEach(func(k, b []byte) error {
-				if _, err := src.decode(string(k), b); err != nil {
-					bad = append(bad, Quarantined{Bucket: string(src.bucket), Key: string(k), At: at.UTC(), Reason: err.Error(), Raw: append([]byte(nil), b...)})
+				q := Quarantined{Bucket: string(src.bucket), Key: string(k), At: at.UTC(), Raw: append([]byte(nil), b...)}
+				v, err := src.decode(string(k), b)
+				if err != nil {
+					q.Reason = err.Error()
+					moved = append(moved, q)
+				} else {
+					claims[v.ID] = append(claims[v.ID], q)
 				}
 				return nil
 			})
 			if err != nil {
 				return err
 			}
-			for _, q := range bad {
-				if err := tx.quarantine(q); err != nil {
-					return err
-				}
+		}
+		for _, id := range slices.Sorted(maps.Keys(claims)) {
+			qs := claims[id]
+			if len(qs) < 2 {
+				continue
 			}
-			moved = append(moved, bad...)
+			for _, q := range qs {
+				q.Reason = fmt.Sprintf("%s %s: %v: %d records claim the folder %s", q.Bucket, q.Key, ErrBadRecord, len(qs), id)
+				moved = append(moved, q)
+			}
+		}
+		for _, q := range moved {
+			if err := tx.quarantine(q); err != nil {
+				return err
+			}
 		}
 		return nil
 	})

@@ -274,3 +274,46 @@ func TestRemovedBucket(t *testing.T) {
 		t.Fatalf("GetRemoved after DeleteRemoved = %v", err)
 	}
 }
+
+// Two readable records claiming one folder ID (live or removed) are both
+// moved aside: the store cannot tell whose the folder is, and removing
+// either would destroy the other's key. Records with their own folder stay.
+func TestQuarantineSharedFolder(t *testing.T) {
+	s, _ := openTemp(t)
+	twin := vol("twin")
+	twin.ID = vol("a").ID
+	gone := vol("b")
+	gone.Name = "gone"
+	gone.RemovedAt = time.Date(2025, 1, 3, 0, 0, 0, 0, time.UTC)
+	gone.PurgeAt = gone.RemovedAt.Add(time.Hour)
+	if err := s.Update(func(tx *Tx) error {
+		for _, v := range []*Volume{vol("a"), twin, vol("b"), vol("c")} {
+			if err := tx.Put(v); err != nil {
+				return err
+			}
+		}
+		return tx.PutRemoved(gone)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	moved, err := s.Quarantine(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, q := range moved {
+		got = append(got, q.Bucket+"/"+q.Key)
+		if !strings.Contains(q.Reason, "claim the folder") {
+			t.Errorf("reason %q", q.Reason)
+		}
+	}
+	if want := []string{"volumes/a", "volumes/twin", "volumes/b", "removed/id-b"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("quarantined %v, want %v", got, want)
+	}
+	if all, _ := s.List(); len(all) != 1 || all[0].Name != "c" {
+		t.Fatalf("List = %+v", all)
+	}
+	if all, _ := s.Removed(); len(all) != 0 {
+		t.Fatalf("Removed = %+v", all)
+	}
+}

@@ -11,12 +11,14 @@ import (
 
 // quarantine moves the database records that cannot be read aside before
 // anything lists them, so one damaged record stops neither start-up nor
-// List. Each is logged and reported. Its backing folder is left alone:
+// List. So are records whose name is no volume name: it would place their
+// mountpoint elsewhere than one folder below the mount root, and Docker
+// could not remove them. Each is logged and reported. Its backing folder is left alone:
 // reconcile then finds a folder without record and recovers the volume
 // from its header (without its mount references) when the header
 // authenticates its name.
 func (d *Driver) quarantine(rep *StartReport) error {
-	moved, err := d.cfg.Store.Quarantine(time.Now())
+	moved, err := d.cfg.Store.Quarantine(time.Now(), ValidateName)
 	if err != nil {
 		return fmt.Errorf("moving damaged records aside: %w", err)
 	}

@@ -3,13 +3,19 @@ package driver
 import (
 	"encoding/json"
 	"errors"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
+	"github.com/sirupsen/logrus"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/securevol/securevol/crypto"
 )
 
 // writeRemovedRecord puts raw bytes under key in the removed bucket, behind
@@ -91,5 +97,62 @@ func TestAttackRecordClaimsAnotherVolumesFolder(t *testing.T) {
 				t.Fatalf("Get(evil) = %v", err)
 			}
 		})
+	}
+}
+
+// recordingMounter mounts nothing and notes where it was asked to.
+type recordingMounter struct {
+	mu  sync.Mutex
+	mps []string
+}
+
+func (r *recordingMounter) mount(_, mp, _ string, _ *crypto.VolumeKeys, _ *logrus.Entry) (Mount, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.mps = append(r.mps, mp)
+	return newFakeMount(), nil
+}
+
+// A record whose name is no valid volume name decodes and is its key, but
+// the name is a path below the mount root: "." is the mount root itself,
+// ".." and "../x" lie outside it. Start-up must neither mount there, nor
+// remove directories there, nor keep a record that Docker cannot remove
+// (every request refuses its name). It is quarantined; its folder is left
+// alone.
+func TestAttackRecordWithInvalidName(t *testing.T) {
+	rm := &recordingMounter{}
+	e := newEnv(t, func(c *Config) { c.Mounter = rm.mount })
+	outsideID, dotID := newFolderID(t), newFolderID(t)
+	// A format 1 folder: its header names no one, so the database's name
+	// is taken (and written into the upgraded header).
+	writeV1Folder(t, e.d.backing(outsideID), e.keyRaw, []byte("x"))
+	e.close()
+	e.writeRecord("../outside", mustJSON(t, map[string]any{"id": outsideID, "name": "../outside", "mounts": map[string]int{"c1": 1}}))
+	e.writeRecord(".", mustJSON(t, map[string]any{"id": dotID, "name": ".", "removing": true}))
+	e.writeRecord("has space", mustJSON(t, map[string]any{"id": newFolderID(t), "name": "has space"}))
+	rep := e.open(func(c *Config) { c.Mounter = rm.mount })
+
+	for _, mp := range rm.mps {
+		if !strings.HasPrefix(mp, e.mountRoot+"/") {
+			t.Errorf("mounted at %s, outside the mount root %s", mp, e.mountRoot)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(e.mountRoot, "..", "outside")); err == nil {
+		t.Error("a directory was made outside the mount root")
+	}
+	if _, err := os.Stat(e.mountRoot); err != nil {
+		t.Errorf("the mount root: %v", err)
+	}
+	slices.Sort(rep.Quarantined)
+	if want := []string{".", "../outside", "has space"}; !slices.Equal(rep.Quarantined, want) {
+		t.Errorf("quarantined %q, want %q", rep.Quarantined, want)
+	}
+	for _, n := range listNames(t, e.d) {
+		if ValidateName(n) != nil {
+			t.Errorf("List answers the invalid name %q", n)
+		}
+	}
+	if _, err := os.Stat(e.d.backing(outsideID)); err != nil {
+		t.Errorf("the quarantined record's folder: %v", err)
 	}
 }

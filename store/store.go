@@ -363,11 +363,12 @@ func (s *Store) Removed() ([]*Volume, error) {
 
 // Quarantine moves every record that cannot be read, live or removed, to
 // the quarantine bucket, stamped at, and returns them. So does every
-// record whose folder ID another record claims too: the database cannot
-// tell whose the folder is (the folder's header can), and removing either
-// would destroy the other's key. Nothing is lost: Quarantined lists them
-// with their bytes.
-func (s *Store) Quarantine(at time.Time) ([]Quarantined, error) {
+// record whose name validName refuses (the caller's rule: a name also
+// names a mountpoint), and every record whose folder ID another record
+// claims too: the database cannot tell whose the folder is (the folder's
+// header can), and removing either would destroy the other's key. Nothing
+// is lost: Quarantined lists them with their bytes.
+func (s *Store) Quarantine(at time.Time, validName func(string) error) ([]Quarantined, error) {
 	var moved []Quarantined
 	err := s.Update(func(tx *Tx) error {
 		moved = nil
@@ -379,6 +380,11 @@ func (s *Store) Quarantine(at time.Time) ([]Quarantined, error) {
 			err := tx.tx.Bucket(src.bucket).ForEach(func(k, b []byte) error {
 				q := Quarantined{Bucket: string(src.bucket), Key: string(k), At: at.UTC(), Raw: append([]byte(nil), b...)}
 				v, err := src.decode(string(k), b)
+				if err == nil {
+					if err = validName(v.Name); err != nil {
+						err = fmt.Errorf("%s %s: %w: %w", src.bucket, k, ErrBadRecord, err)
+					}
+				}
 				if err != nil {
 					q.Reason = err.Error()
 					moved = append(moved, q)

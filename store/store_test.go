@@ -195,7 +195,7 @@ func TestQuarantine(t *testing.T) {
 		t.Fatalf("Get of a damaged record = %v", err)
 	}
 	at := time.Date(2025, 6, 7, 8, 9, 10, 0, time.UTC)
-	moved, err := s.Quarantine(at)
+	moved, err := s.Quarantine(at, okName)
 	if err != nil || len(moved) != 1 || moved[0].Key != "b" || !moved[0].At.Equal(at) || !bytes.Equal(moved[0].Raw, raw) {
 		t.Fatalf("Quarantine = %+v, %v", moved, err)
 	}
@@ -206,7 +206,7 @@ func TestQuarantine(t *testing.T) {
 	if err != nil || len(q) != 1 || q[0].Key != "b" || !bytes.Equal(q[0].Raw, raw) {
 		t.Fatalf("Quarantined = %+v, %v", q, err)
 	}
-	if moved, err := s.Quarantine(at); err != nil || len(moved) != 0 {
+	if moved, err := s.Quarantine(at, okName); err != nil || len(moved) != 0 {
 		t.Fatalf("second Quarantine = %+v, %v", moved, err)
 	}
 }
@@ -264,7 +264,7 @@ func TestRemovedBucket(t *testing.T) {
 	if all, _ := s.Removed(); len(all) != 1 {
 		t.Fatalf("Removed lists a damaged record: %+v", all)
 	}
-	if moved, err := s.Quarantine(time.Now()); err != nil || len(moved) != 1 || moved[0].Bucket != "removed" || moved[0].Key != "id-x" {
+	if moved, err := s.Quarantine(time.Now(), okName); err != nil || len(moved) != 1 || moved[0].Bucket != "removed" || moved[0].Key != "id-x" {
 		t.Fatalf("Quarantine = %+v, %v", moved, err)
 	}
 	if err := s.Update(func(tx *Tx) error { return tx.DeleteRemoved(v.ID) }); err != nil {
@@ -296,7 +296,7 @@ func TestQuarantineSharedFolder(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	moved, err := s.Quarantine(time.Now())
+	moved, err := s.Quarantine(time.Now(), okName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,5 +315,38 @@ func TestQuarantineSharedFolder(t *testing.T) {
 	}
 	if all, _ := s.Removed(); len(all) != 0 {
 		t.Fatalf("Removed = %+v", all)
+	}
+}
+
+func okName(string) error { return nil }
+
+// The caller's name rule quarantines records it refuses, live or removed.
+func TestQuarantineByName(t *testing.T) {
+	s, _ := openTemp(t)
+	bad := vol("bad")
+	bad.RemovedAt = time.Date(2025, 1, 3, 0, 0, 0, 0, time.UTC)
+	bad.PurgeAt = bad.RemovedAt.Add(time.Hour)
+	if err := s.Update(func(tx *Tx) error {
+		if err := tx.Put(vol("good")); err != nil {
+			return err
+		}
+		if err := tx.Put(vol("..")); err != nil {
+			return err
+		}
+		return tx.PutRemoved(bad)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	moved, err := s.Quarantine(time.Now(), func(n string) error {
+		if n == "good" {
+			return nil
+		}
+		return errors.New("no volume name")
+	})
+	if err != nil || len(moved) != 2 || moved[0].Key != ".." || moved[1].Key != bad.ID || !strings.Contains(moved[0].Reason, "no volume name") {
+		t.Fatalf("Quarantine = %+v, %v", moved, err)
+	}
+	if all, _ := s.List(); len(all) != 1 || all[0].Name != "good" {
+		t.Fatalf("List = %+v", all)
 	}
 }

@@ -78,56 +78,73 @@ func (d *Driver) Removed() ([]RemovedVolume, error) {
 // Undelete brings back the volume name removed within its grace period,
 // under its name, with its data. id picks one of several removed volumes
 // of that name ("" when there is one). A volume of that name created
-// since must be removed first.
+// since must be removed first. Its folder must still open as this
+// volume's, as Mount checks it: one gone, or replaced meanwhile (another
+// volume's folder copied in, its header edited), is refused and the
+// volume stays removed.
 func (d *Driver) Undelete(name, id string) error {
-	_, unlock, err := d.lockName(name)
+	v, unlock, err := d.lockName(name)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	var back *store.Volume
+	// The name's lock keeps the record as found: Create, another Undelete
+	// and the purge's marking all take it.
+	if err := d.cfg.Store.View(func(tx *store.Tx) (err error) { v.rec, err = findRemoved(tx, name, id); return err }); err != nil {
+		return err
+	}
+	if _, err := v.open(); err != nil {
+		return fmt.Errorf("undelete %s: %w", name, err)
+	}
+	back := v.rec
 	err = d.cfg.Store.Update(func(tx *store.Tx) error {
-		switch _, err := tx.Get(name); {
-		case err == nil:
-			return classed(ErrConflict, "undelete %s: a volume of that name exists (created after the removal); remove it first (docker volume rm %s)", name, name)
-		case !errors.Is(err, store.ErrNotFound):
-			return err
-		}
-		var found []*store.Volume
-		if err := tx.ForEachRemoved(func(r *store.Volume) error {
-			if r.Name == name && (id == "" || r.ID == id) {
-				found = append(found, r)
-			}
-			return nil
-		}); err != nil {
-			return err
-		}
-		switch {
-		case len(found) == 0 && id != "":
-			return classed(ErrNotFound, "undelete %s: no removed volume of that name has ID %s", name, id)
-		case len(found) == 0:
-			return classed(ErrNotFound, "undelete %s: no removed volume of that name is in its grace period", name)
-		case len(found) > 1:
-			ids := make([]string, len(found))
-			for i, r := range found {
-				ids[i] = r.ID
-			}
-			return classed(ErrConflict, "undelete %s: %d removed volumes have that name (IDs %s); say which by its ID", name, len(found), strings.Join(ids, ", "))
-		case found[0].Removing:
-			return classed(ErrConflict, "undelete %s: its grace period is over and its key is being destroyed", name)
-		}
-		back = found[0]
 		if err := tx.DeleteRemoved(back.ID); err != nil {
 			return err
 		}
-		back.RemovedAt, back.PurgeAt = time.Time{}, time.Time{}
-		return tx.Put(back)
+		r := *back
+		r.RemovedAt, r.PurgeAt = time.Time{}, time.Time{}
+		return tx.Put(&r)
 	})
 	if err != nil {
 		return err
 	}
 	d.log.WithFields(logrus.Fields{"volume": name, "id": back.ID}).Info("undeleted volume")
 	return nil
+}
+
+// findRemoved finds the removed volume that Undelete(name, id) brings
+// back.
+func findRemoved(tx *store.Tx, name, id string) (*store.Volume, error) {
+	switch _, err := tx.Get(name); {
+	case err == nil:
+		return nil, classed(ErrConflict, "undelete %s: a volume of that name exists (created after the removal); remove it first (docker volume rm %s)", name, name)
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, err
+	}
+	var found []*store.Volume
+	if err := tx.ForEachRemoved(func(r *store.Volume) error {
+		if r.Name == name && (id == "" || r.ID == id) {
+			found = append(found, r)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	switch {
+	case len(found) == 0 && id != "":
+		return nil, classed(ErrNotFound, "undelete %s: no removed volume of that name has ID %s", name, id)
+	case len(found) == 0:
+		return nil, classed(ErrNotFound, "undelete %s: no removed volume of that name is in its grace period", name)
+	case len(found) > 1:
+		ids := make([]string, len(found))
+		for i, r := range found {
+			ids[i] = r.ID
+		}
+		return nil, classed(ErrConflict, "undelete %s: %d removed volumes have that name (IDs %s); say which by its ID", name, len(found), strings.Join(ids, ", "))
+	case found[0].Removing:
+		return nil, classed(ErrConflict, "undelete %s: its grace period is over and its key is being destroyed", name)
+	}
+	return found[0], nil
 }
 
 // purgeEvery is how often purgeLoop looks for removed volumes due: a tenth

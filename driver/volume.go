@@ -38,7 +38,8 @@ type vol struct {
 type liveMount struct {
 	m          Mount
 	mountpoint string
-	conn       string        // its FUSE connection (see fuseConn); "" if unknown
+	conn       *fuseConn     // its FUSE connection; nil if unknown
+	connErr    error         // why conn is unknown, if it is not for want of FUSE
 	ended      chan struct{} // closed when its server has ended
 	leaving    atomic.Bool   // set while we unmount it ourselves
 }
@@ -145,7 +146,8 @@ func (v *vol) attach() error {
 		os.Remove(mp)
 		return err
 	}
-	lm := &liveMount{m: m, mountpoint: mp, conn: fuseConn(mp), ended: make(chan struct{})}
+	conn, connErr := d.connOf(mp)
+	lm := &liveMount{m: m, mountpoint: mp, conn: conn, connErr: connErr, ended: make(chan struct{})}
 	d.mu.Lock()
 	v.mount = lm
 	v.trouble = ""
@@ -276,12 +278,10 @@ func (v *vol) detach() error {
 // connection is aborted, which fails those requests and ends the mount
 // for every holder.
 func (d *Driver) settle(log *logrus.Entry, lm *liveMount) {
-	if lm.conn == "" {
-		return
-	}
-	dir, err := d.fuseConnDir(lm.conn)
-	if err != nil {
-		log.WithError(err).Warn("cannot watch the FUSE connection of the detached mount; if its server hangs, what waits on it keeps waiting")
+	if lm.conn == nil {
+		if lm.connErr != nil {
+			log.WithError(lm.connErr).Warn("cannot watch the FUSE connection of the detached mount; if its server hangs, what waits on it keeps waiting")
+		}
 		return
 	}
 	for deadline := time.Now().Add(d.cfg.UnmountWait); ; time.Sleep(10 * time.Millisecond) {
@@ -290,7 +290,7 @@ func (d *Driver) settle(log *logrus.Entry, lm *liveMount) {
 			return
 		default:
 		}
-		n, err := connWaiting(dir)
+		n, err := lm.conn.waiting()
 		if errors.Is(err, os.ErrNotExist) || n == 0 && err == nil {
 			return // the connection ended, or the server is idle
 		}
@@ -302,9 +302,9 @@ func (d *Driver) settle(log *logrus.Entry, lm *liveMount) {
 			break
 		}
 	}
-	if err := abortConn(dir); err != nil {
+	if err := lm.conn.abort(); err != nil {
 		log.WithError(err).Error("aborting the FUSE connection of a hung server")
 		return
 	}
-	log.WithField("connection", lm.conn).Warn("the FUSE server left requests unanswered after the unmount; its connection is aborted (what waited on it gets an error)")
+	log.WithField("connection", lm.conn.dir).Warn("the FUSE server left requests unanswered after the unmount; its connection is aborted (what waited on it gets an error)")
 }

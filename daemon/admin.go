@@ -73,8 +73,15 @@ func handle[Req, Res any](m *adminMux, name string, fn func(context.Context, *Re
 		}
 		res, err := fn(r.Context(), &req)
 		if err != nil {
-			log.WithError(err).Warn("admin call failed")
-			writeError(w, err)
+			reply, status := replyFor(err)
+			// The caller's mistake (a name that does not exist) is no
+			// problem of the daemon's.
+			if status < 500 {
+				log.WithError(err).Debug("admin call refused")
+			} else {
+				log.WithError(err).Warn("admin call failed")
+			}
+			writeAnswer(w, status, reply)
 			return
 		}
 		writeAnswer(w, http.StatusOK, res)
@@ -101,14 +108,19 @@ func decodeRequest(w http.ResponseWriter, r *http.Request, v any) error {
 }
 
 func writeError(w http.ResponseWriter, err error) {
-	reply, status := errorReply{Err: err.Error()}, http.StatusInternalServerError
+	reply, status := replyFor(err)
+	writeAnswer(w, status, reply)
+}
+
+// replyFor is the answer and status for err: its sentinel's (wireErrors),
+// else 500.
+func replyFor(err error) (errorReply, int) {
 	for _, we := range wireErrors() {
 		if errors.Is(err, we.err) {
-			reply.Code, status = we.code, we.status
-			break
+			return errorReply{Err: err.Error(), Code: we.code}, we.status
 		}
 	}
-	writeAnswer(w, status, reply)
+	return errorReply{Err: err.Error()}, http.StatusInternalServerError
 }
 
 func writeAnswer(w http.ResponseWriter, status int, v any) {

@@ -394,3 +394,42 @@ func TestServeKeySources(t *testing.T) {
 		}
 	})
 }
+
+// Info and debug lines go to stdout and warnings to stderr, each line
+// whole, so the engine (which logs a managed plugin's stderr as errors)
+// and journald keep the levels.
+func TestServeLogStreams(t *testing.T) {
+	d := newServeProc(t, buildServeBinary(t))
+	d.start()
+	d.must("/VolumeDriver.Create", map[string]any{"Name": "logs"}, nil)
+	d.stop()
+	for _, tc := range []struct {
+		name       string
+		got        string
+		want, not  []string
+		wantLevels string
+	}{
+		{"stdout", d.stdout.String(), []string{"securevol ready", "created volume", "level=debug", "stopped"}, []string{"generated a new master key"}, "info debug"},
+		{"stderr", d.stderr.String(), []string{"generated a new master key"}, []string{"securevol ready", "level=info", "level=debug"}, "warning error"},
+	} {
+		for _, w := range tc.want {
+			if !strings.Contains(tc.got, w) {
+				t.Errorf("%s lacks %q:\n%s", tc.name, w, tc.got)
+			}
+		}
+		for _, n := range tc.not {
+			if strings.Contains(tc.got, n) {
+				t.Errorf("%s holds %q:\n%s", tc.name, n, tc.got)
+			}
+		}
+		for _, line := range strings.Split(strings.TrimSpace(tc.got), "\n") {
+			lvl := ""
+			if _, rest, ok := strings.Cut(line, " level="); ok {
+				lvl, _, _ = strings.Cut(rest, " ")
+			}
+			if !strings.HasPrefix(line, "time=") || lvl == "" || !strings.Contains(tc.wantLevels, lvl) {
+				t.Errorf("%s: line %q", tc.name, line)
+			}
+		}
+	}
+}

@@ -70,7 +70,8 @@ type serveProc struct {
 	extra                                   []string
 	cmd                                     *exec.Cmd
 	waitc                                   chan error
-	logs                                    *syncBuffer
+	logs                                    *syncBuffer // stdout and stderr, in order
+	stdout, stderr                          *syncBuffer
 	client                                  *http.Client
 }
 
@@ -94,7 +95,8 @@ func (s *syncBuffer) String() string {
 func newServeProc(t testing.TB, bin string) *serveProc {
 	dir := t.TempDir()
 	d := &serveProc{t: t, bin: bin, dir: dir, stateDir: filepath.Join(dir, "state"), mountRoot: filepath.Join(dir, "mnt"),
-		sock: filepath.Join(dir, "run", "securevol.sock"), keyFile: filepath.Join(dir, "etc", "master.key"), logs: &syncBuffer{}}
+		sock: filepath.Join(dir, "run", "securevol.sock"), keyFile: filepath.Join(dir, "etc", "master.key"), logs: &syncBuffer{},
+		stdout: &syncBuffer{}, stderr: &syncBuffer{}}
 	d.client = &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", d.sock)
 	}}}
@@ -144,8 +146,8 @@ func (d *serveProc) start(extra ...string) {
 
 func (d *serveProc) tryStart(extra ...string) error {
 	d.cmd = exec.Command(d.bin, d.args(extra...)...)
-	d.cmd.Stdout = d.logs
-	d.cmd.Stderr = d.logs
+	d.cmd.Stdout = io.MultiWriter(d.logs, d.stdout)
+	d.cmd.Stderr = io.MultiWriter(d.logs, d.stderr)
 	if err := d.cmd.Start(); err != nil {
 		return err
 	}

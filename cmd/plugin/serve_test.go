@@ -433,3 +433,30 @@ func TestServeLogStreams(t *testing.T) {
 		}
 	}
 }
+
+// The systemd unit's NoNewPrivileges=yes leaves serve able to mount: it
+// makes its FUSE mounts with mount(2), no setuid helper.
+func TestServeNoNewPrivileges(t *testing.T) {
+	testenv.RequireFUSE(t)
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		testenv.Missing(t, "no setpriv (Debian package util-linux)")
+	}
+	wrapper := filepath.Join(t.TempDir(), "securevol-nnp")
+	body := "#!/bin/sh\nexec " + setpriv + " --no-new-privs " + buildServeBinary(t) + " \"$@\"\n"
+	if err := os.WriteFile(wrapper, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d := newServeProc(t, wrapper)
+	d.start()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	if err != nil || !strings.Contains(string(status), "NoNewPrivs:\t1") {
+		t.Fatalf("serve does not run with no_new_privs: %v", err)
+	}
+	d.must("/VolumeDriver.Create", map[string]any{"Name": "nnp"}, nil)
+	mp := d.mount("nnp", "c1")
+	writeSynced(t, filepath.Join(mp, "f"), []byte("mounted without new privileges"))
+	if b, err := os.ReadFile(filepath.Join(mp, "f")); err != nil || string(b) != "mounted without new privileges" {
+		t.Fatalf("read back: %q %v", b, err)
+	}
+}

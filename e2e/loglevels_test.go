@@ -23,7 +23,8 @@ var engineLine = regexp.MustCompile(`^time="[^"]*" level=(\w+) msg="(.*)" plugin
 // The engine logs a managed plugin's stdout at level info and its stderr
 // at level error (moby's plugin manager). securevol writes info lines to
 // stdout and warnings to stderr, so an info line must show as info in the
-// engine's log, and a warning as error (or warning).
+// engine's log, and a warning as error (or warning). On the way, the
+// volume commands on the host reach the managed plugin.
 func TestManagedPluginLogLevels(t *testing.T) {
 	s := need(t)
 	d, err := findDockerd()
@@ -65,6 +66,28 @@ func TestManagedPluginLogLevels(t *testing.T) {
 	})
 	checkEngineLevel(t, ready, []string{"info"}, "info")
 	checkEngineLevel(t, warned, []string{"error", "warning"}, "warning")
+
+	// securevol volume ls on the host reaches the managed plugin's admin
+	// socket through its state folder.
+	vol := uniq("logs")
+	docker(t, "volume", "create", "-d", p.driver, vol)
+	out, err := command(nil, "", s.bin, "volume", "ls", "--state-dir", p.stateDir)
+	if err != nil || !regexp.MustCompile(`(?m)^`+vol+`\s+\S+\s+0\s+false\s+ok$`).MatchString(out) {
+		t.Fatalf("securevol volume ls against the managed plugin: %v\n%s", err, out)
+	}
+	out, err = command(nil, "", s.bin, "volume", "inspect", "--state-dir", p.stateDir, vol)
+	if id := inspectVolume(t, vol).statusString(t, "id"); err != nil || !strings.Contains(out, `"id": "`+id+`"`) {
+		t.Fatalf("securevol volume inspect %s (engine says id %s): %v\n%s", vol, id, err, out)
+	}
+	eventually(t, 10*time.Second, "the create line in dockerd's log", func() error {
+		for _, l := range strings.Split(p.logs(), "\n") {
+			if strings.Contains(l, `msg=\"created volume\"`) && strings.Contains(l, vol) {
+				checkEngineLevel(t, l, []string{"info"}, "info")
+				return nil
+			}
+		}
+		return fmt.Errorf("no created volume line for %s", vol)
+	})
 	for _, l := range strings.Split(strings.TrimSpace(p.logs()), "\n") {
 		if strings.Contains(l, `level=debug`) {
 			t.Errorf("SECUREVOL_LOG_LEVEL=info, yet a debug line: %s", l)

@@ -58,7 +58,7 @@ func TestCommandLineErrors(t *testing.T) {
 		{[]string{"volume", "inspect"}, 2, "want at least one volume name"},
 		{[]string{"serve", "--no-such-flag"}, 2, "securevol serve: unknown flag: --no-such-flag"},
 		{[]string{"serve", "--log-format", "xml"}, 2, "unknown log format"},
-		{[]string{"serve", "stray"}, 2, "want 0 argument(s)"},
+		{[]string{"serve", "stray"}, 2, `securevol serve: takes no arguments, got "stray"`},
 		{[]string{"volume", "ls", "--state-dir", "/nonexistent"}, 1, "no securevol daemon answers"},
 		{[]string{"fsck", "--key-file", "/nonexistent/key", "/d"}, 1, "securevol fsck: /nonexistent/key"},
 	} {

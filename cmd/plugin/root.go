@@ -82,6 +82,9 @@ func needSubcommand(cmd *cobra.Command, _ []string) error {
 // exactArgs wants one argument per name.
 func exactArgs(names ...string) cobra.PositionalArgs {
 	return func(_ *cobra.Command, args []string) error {
+		if len(names) == 0 && len(args) > 0 {
+			return usageError{fmt.Errorf("takes no arguments, got %q", args[0])}
+		}
 		if len(args) != len(names) {
 			return usageError{fmt.Errorf("want %d argument(s) (%s), got %d", len(names), strings.Join(names, " "), len(args))}
 		}

@@ -70,7 +70,7 @@ func TestServeFlags(t *testing.T) {
 		{[]string{"--log-format", "xml"}, [2]string{}, "log format"},
 		{[]string{"--log-level", "loud"}, [2]string{}, "log level"},
 		{nil, [2]string{"SECUREVOL_REBUILD", "maybe"}, "SECUREVOL_REBUILD"},
-		{[]string{"stray"}, [2]string{}, "argument"},
+		{[]string{"stray"}, [2]string{}, "takes no arguments"},
 		{[]string{"--no-such-flag"}, [2]string{}, "unknown flag"},
 	} {
 		if tc.env[0] != "" {

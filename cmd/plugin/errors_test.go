@@ -12,6 +12,7 @@ import (
 	"github.com/securevol/securevol/daemon"
 	"github.com/securevol/securevol/keyfile"
 	"github.com/securevol/securevol/keysource"
+	"github.com/securevol/securevol/store"
 )
 
 // runCLI runs the command line in this process, stdin at /dev/null, and
@@ -89,6 +90,7 @@ func TestHints(t *testing.T) {
 		{keysource.ErrConflict, "only one of"},
 		{keysource.ErrNone, "--key-command"},
 		{daemon.ErrRunning, "--state-dir"},
+		{store.ErrDamaged, "--rebuild"},
 		{daemon.ErrKeySource, "securevol key rotate"},
 		{daemon.ErrNoDaemon, "securevol serve"},
 		{&daemon.RemoteError{Msg: "only root", Err: daemon.ErrForbidden}, "as root"},

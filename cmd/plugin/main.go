@@ -16,6 +16,7 @@ import (
 	"github.com/securevol/securevol/internal/logging"
 	"github.com/securevol/securevol/keyfile"
 	"github.com/securevol/securevol/keysource"
+	"github.com/securevol/securevol/store"
 )
 
 // version is set at build time by the Makefile (-X main.version=...).
@@ -80,6 +81,8 @@ func hint(err error) string {
 		return ": give only one of --key-file, --passphrase-file and --key-command"
 	case errors.Is(err, keysource.ErrNone):
 		return ": give --key-file, --passphrase-file or --key-command (or run on a terminal to type a passphrase)"
+	case errors.Is(err, store.ErrDamaged):
+		return "; move it aside and start with --rebuild"
 	case errors.Is(err, daemon.ErrRunning):
 		return "; stop the other daemon first, or give another --state-dir"
 	case errors.Is(err, daemon.ErrKeyMissing):

@@ -46,6 +46,9 @@ func (s *service) routes(m *adminMux) {
 	handle(m, callRotateKey, s.rotateKey)
 	handle(m, callVolumes, s.volumes)
 	handle(m, callVolume, s.volume)
+	handle(m, callRelease, s.release)
+	handle(m, callRemoved, s.removed)
+	handle(m, callUndelete, s.undelete)
 }
 
 // adminMux serves the admin calls.

@@ -1,5 +1,7 @@
 package daemon
 
+import "github.com/securevol/securevol/driver"
+
 // The admin protocol: each call is POST /Admin.<name> on the admin socket
 // with its request as JSON. The answer is its result as JSON (200), or an
 // errorReply (4xx, 5xx). Only root may call (the socket is 0600 root and
@@ -11,6 +13,9 @@ const (
 	callRotateKey = "RotateKey"
 	callVolumes   = "Volumes"
 	callVolume    = "Volume"
+	callRelease   = "Release"
+	callRemoved   = "Removed"
+	callUndelete  = "Undelete"
 )
 
 // RotateKeyRequest hands the daemon a new master key.
@@ -47,6 +52,37 @@ type VolumeInfo struct {
 	Status     map[string]any // the driver's facts: id, mounts, state, format, ...
 }
 
+// ReleaseRequest drops a volume's stale mount references: those of
+// MountID, or all of them when it is "".
+type ReleaseRequest struct {
+	Name    string
+	MountID string `json:",omitempty"`
+}
+
+// ReleaseResult says how many references were dropped.
+type ReleaseResult struct {
+	Released int
+}
+
+// RemovedRequest asks for the volumes removed within their grace period.
+type RemovedRequest struct{}
+
+// RemovedResult lists them, by name and removal time.
+type RemovedResult struct {
+	Volumes []driver.RemovedVolume
+}
+
+// UndeleteRequest brings a volume removed within its grace period back:
+// the one named Name, or, when several removed volumes share the name,
+// the one whose folder is ID.
+type UndeleteRequest struct {
+	Name string
+	ID   string `json:",omitempty"`
+}
+
+// UndeleteResult is empty: the volume is back under its name.
+type UndeleteResult struct{}
+
 // errorReply is a failed call's answer: the error's text, and the code of
 // the sentinel it wraps (see wireErrors).
 type errorReply struct {
@@ -71,5 +107,10 @@ func wireErrors() []wireError {
 		{"too-large", 413, ErrTooLarge},
 		{"no-such-volume", 404, ErrNoSuchVolume},
 		{"key-source", 409, ErrKeySource},
+		// The driver's error classes, for the calls that reach it.
+		{"not-found", 404, driver.ErrNotFound},
+		{"conflict", 409, driver.ErrConflict},
+		{"invalid", 400, driver.ErrInvalid},
+		{"unavailable", 503, driver.ErrUnavailable},
 	}
 }

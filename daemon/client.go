@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/securevol/securevol/driver"
 )
 
 // Client calls a running daemon's admin socket. The caller must be root.
@@ -73,6 +75,31 @@ func (c *Client) Volume(ctx context.Context, name string) (*VolumeInfo, error) {
 		return nil, err
 	}
 	return &res, nil
+}
+
+// Release drops the volume's stale mount references (those of mountID, or
+// all when it is "") and answers how many it dropped.
+func (c *Client) Release(ctx context.Context, name, mountID string) (int, error) {
+	var res ReleaseResult
+	if err := c.call(ctx, callRelease, &ReleaseRequest{Name: name, MountID: mountID}, &res); err != nil {
+		return 0, err
+	}
+	return res.Released, nil
+}
+
+// Removed lists the volumes removed within their grace period.
+func (c *Client) Removed(ctx context.Context) ([]driver.RemovedVolume, error) {
+	var res RemovedResult
+	if err := c.call(ctx, callRemoved, &RemovedRequest{}, &res); err != nil {
+		return nil, err
+	}
+	return res.Volumes, nil
+}
+
+// Undelete brings back the removed volume name (the one whose folder is id,
+// if several removed volumes share the name).
+func (c *Client) Undelete(ctx context.Context, name, id string) error {
+	return c.call(ctx, callUndelete, &UndeleteRequest{Name: name, ID: id}, &UndeleteResult{})
 }
 
 // RemoteError is an admin call's failure as the daemon told it. It wraps

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 
 	"github.com/securevol/securevol/driver"
 	"github.com/securevol/securevol/keysource"
+	"github.com/securevol/securevol/metrics"
 	"github.com/securevol/securevol/store"
 )
 
@@ -37,6 +39,9 @@ const (
 // adminSocketName is the root-only socket in the state dir that Client
 // dials.
 const adminSocketName = "admin.sock"
+
+// metricsSocketName is the default metrics socket in the state dir.
+const metricsSocketName = "metrics.sock"
 
 // AdminSocket is the path of the admin socket of the daemon on stateDir.
 func AdminSocket(stateDir string) string { return filepath.Join(stateDir, adminSocketName) }
@@ -64,9 +69,29 @@ type Config struct {
 	// Rebuild moves the database aside first, so start-up rebuilds it from
 	// the backing folders' headers (mount references are lost).
 	Rebuild bool
+	// RemoveGrace keeps a removed volume's key and folder this long, out of
+	// sight, so that Client.Undelete can bring it back; 0 destroys the key
+	// at once (crypto-shredding, final).
+	RemoveGrace time.Duration
+	// MetricsSocket is the Unix socket (0600) serving Prometheus metrics
+	// at /metrics; "" is StateDir/metrics.sock.
+	MetricsSocket string
+	// MetricsAddr, if set, serves them on this TCP address too (a legacy
+	// plugin; a managed one has no network).
+	MetricsAddr string
+	// MetricsTextfile, if set, is a node_exporter textfile (*.prom) that
+	// the metrics are written to every MetricsInterval (0: 15 s).
+	MetricsTextfile string
+	MetricsInterval time.Duration
+	// Version is shown by the securevol_info metric.
+	Version string
 	// Log receives the daemon's log; nil discards it.
 	Log *logrus.Entry
 }
+
+// defaultMetricsInterval is how often the metrics textfile is written:
+// Prometheus' usual scrape interval.
+const defaultMetricsInterval = 15 * time.Second
 
 // withDefaults fills in what cfg leaves open.
 func (cfg Config) withDefaults() (Config, error) {
@@ -79,7 +104,19 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.MountRoot == "" {
 		cfg.MountRoot = filepath.Join(cfg.StateDir, "mnt")
 	}
-	for _, p := range []*string{&cfg.Socket, &cfg.StateDir, &cfg.MountRoot} {
+	if cfg.MetricsSocket == "" {
+		cfg.MetricsSocket = filepath.Join(cfg.StateDir, metricsSocketName)
+	}
+	if cfg.MetricsInterval <= 0 {
+		cfg.MetricsInterval = defaultMetricsInterval
+	}
+	if cfg.RemoveGrace < 0 {
+		return cfg, fmt.Errorf("remove grace %v: %w", cfg.RemoveGrace, ErrBadConfig)
+	}
+	if cfg.MetricsTextfile != "" && !strings.HasSuffix(cfg.MetricsTextfile, ".prom") {
+		return cfg, fmt.Errorf("metrics textfile %s: %w", cfg.MetricsTextfile, metrics.ErrTextfileName)
+	}
+	for _, p := range []*string{&cfg.Socket, &cfg.StateDir, &cfg.MountRoot, &cfg.MetricsSocket} {
 		abs, err := filepath.Abs(*p)
 		if err != nil {
 			return cfg, err
@@ -112,10 +149,11 @@ func dbPath(stateDir string) string { return filepath.Join(stateDir, "securevol.
 
 // service is a running daemon's state, shared by its admin calls.
 type service struct {
-	cfg  Config
-	drv  *driver.Driver
-	keys *masterKeys
-	log  *logrus.Entry
+	cfg     Config
+	drv     *driver.Driver
+	keys    *masterKeys
+	log     *logrus.Entry
+	metrics *metrics.Metrics
 	// rotating admits one key rotation at a time.
 	rotating sync.Mutex
 }
@@ -142,16 +180,30 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	drv, err := driver.New(driver.Config{
+	// The metrics come first: Start remounts volumes, and each mount
+	// takes its volume's observer.
+	var drv *driver.Driver
+	var rep *driver.StartReport
+	m := newMetrics(cfg, st, func() *driver.Driver { return drv }, func() *driver.StartReport { return rep })
+	drv, err = driver.New(driver.Config{
 		StateDir: cfg.StateDir, MountRoot: cfg.MountRoot, Store: st,
 		Keys: keys.sources, KeyKind: string(keys.kind), Log: log,
+		Metrics: m, RemoveGrace: cfg.RemoveGrace,
 	})
 	if err != nil {
 		return err
 	}
-	rep, err := drv.Start()
+	rep, err = drv.Start()
 	if err != nil {
 		return err
+	}
+	m.SetReconcileDuration(rep.Took)
+	// Every known volume has series from the start, not only from its
+	// first mount, so a dashboard lists the idle ones too.
+	if list, err := drv.List(); err == nil {
+		for _, v := range list.Volumes {
+			m.Volume(v.Name)
+		}
 	}
 	defer func() {
 		if err := drv.Close(); err != nil {
@@ -160,9 +212,10 @@ func Run(ctx context.Context, cfg Config) error {
 		log.WithField("took", time.Since(start).Round(time.Millisecond)).Info("stopped")
 	}()
 	log.WithFields(logrus.Fields{"volumes": rep.Volumes, "recovered": len(rep.Recovered), "finished_removals": len(rep.Finished),
-		"stale_mounts": rep.StaleMounts, "remounted": rep.Remounted, "problems": len(rep.Problems), "took": rep.Took.Round(time.Millisecond)}).Info("state loaded")
+		"stale_mounts": rep.StaleMounts, "remounted": rep.Remounted, "problems": len(rep.Problems),
+		"quarantined": len(rep.Quarantined), "in_grace": rep.InGrace, "took": rep.Took.Round(time.Millisecond)}).Info("state loaded")
 
-	svc := &service{cfg: cfg, drv: drv, keys: keys, log: log}
+	svc := &service{cfg: cfg, drv: drv, keys: keys, log: log, metrics: m}
 	return svc.serve(ctx, start)
 }
 
@@ -206,6 +259,8 @@ func (s *service) serve(ctx context.Context, start time.Time) error {
 	go func() { errc <- srv.Serve(l) }()
 	go func() { errc <- asrv.Serve(al) }()
 
+	stopMetrics := s.serveMetrics(ctx)
+	defer stopMetrics()
 	notify(log, notifyReady)
 	log.WithFields(logrus.Fields{"socket": cfg.Socket, "mount_root": cfg.MountRoot, "state_dir": cfg.StateDir, "master_key": s.keys.kind,
 		"took": time.Since(start).Round(time.Millisecond)}).Info("securevol ready")

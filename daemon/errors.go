@@ -23,6 +23,8 @@ var (
 	ErrKeySource = errors.New("the daemon's master key source cannot be rotated while it runs")
 	// ErrKeyMissing: the key file is gone while volumes need it.
 	ErrKeyMissing = errors.New("key file missing")
+	// ErrBadConfig: a Config value that can never work.
+	ErrBadConfig = errors.New("invalid daemon configuration")
 	// ErrSameKeyFile: the new key file is the old one.
 	ErrSameKeyFile = errors.New("the new key file is the old key file")
 )

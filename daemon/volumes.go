@@ -50,3 +50,29 @@ func (s *service) describe(name string) (*VolumeInfo, error) {
 	v := res.Volume
 	return &VolumeInfo{Name: v.Name, CreatedAt: v.CreatedAt, Mountpoint: v.Mountpoint, Status: v.Status}, nil
 }
+
+// release is the admin call Release: a volume's stale mount references go.
+func (s *service) release(_ context.Context, req *ReleaseRequest) (*ReleaseResult, error) {
+	n, err := s.drv.Release(req.Name, req.MountID)
+	if err != nil {
+		return nil, err
+	}
+	return &ReleaseResult{Released: n}, nil
+}
+
+// removed is the admin call Removed: the volumes within their grace period.
+func (s *service) removed(_ context.Context, _ *RemovedRequest) (*RemovedResult, error) {
+	vols, err := s.drv.Removed()
+	if err != nil {
+		return nil, err
+	}
+	return &RemovedResult{Volumes: vols}, nil
+}
+
+// undelete is the admin call Undelete: a removed volume comes back.
+func (s *service) undelete(_ context.Context, req *UndeleteRequest) (*UndeleteResult, error) {
+	if err := s.drv.Undelete(req.Name, req.ID); err != nil {
+		return nil, err
+	}
+	return &UndeleteResult{}, nil
+}

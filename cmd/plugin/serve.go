@@ -4,6 +4,7 @@ import (
 	"context"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -18,6 +19,10 @@ type serveFlags struct {
 	keys                        keyFlags
 	logLevel, logFormat         string
 	rebuild                     bool
+	removeGrace                 time.Duration
+	metricsSocket, metricsAddr  string
+	metricsTextfile             string
+	metricsInterval             time.Duration
 }
 
 func newServeCmd(s streams, runServe runDaemon) *cobra.Command {
@@ -52,7 +57,13 @@ warnings and errors to standard error.`,
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fs.BoolVar(&f.rebuild, "rebuild", false, "move the database aside and rebuild it from the backing folders' headers (mount references are lost)")
-	withEnv(fs, "socket", "state-dir", "mount-root", "key-file", "passphrase-file", "key-command", "log-level", "log-format", "rebuild")
+	fs.DurationVar(&f.removeGrace, "remove-grace", 0, "keep a removed volume's key this long (e.g. 72h), out of sight, so that 'securevol volume undelete' can bring it back; 0 destroys it at once")
+	fs.StringVar(&f.metricsSocket, "metrics-socket", "", "Unix socket (0600) serving Prometheus metrics at /metrics (default: the state dir's metrics.sock)")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "also serve the metrics on this TCP address, e.g. 127.0.0.1:9742 (a legacy plugin; a managed one has no network)")
+	fs.StringVar(&f.metricsTextfile, "metrics-textfile", "", "write the metrics to this node_exporter textfile (*.prom) every --metrics-textfile-interval")
+	fs.DurationVar(&f.metricsInterval, "metrics-textfile-interval", 15*time.Second, "how often the metrics textfile is written")
+	withEnv(fs, "socket", "state-dir", "mount-root", "key-file", "passphrase-file", "key-command", "log-level", "log-format", "rebuild",
+		"remove-grace", "metrics-socket", "metrics-addr", "metrics-textfile", "metrics-textfile-interval")
 	return cmd
 }
 
@@ -70,5 +81,9 @@ func (f *serveFlags) config(fs *pflag.FlagSet, s streams) (daemon.Config, error)
 	return daemon.Config{
 		Socket: f.socket, StateDir: f.stateDir, MountRoot: f.mountRoot,
 		Keys: keys, Rebuild: f.rebuild, Log: log,
+		RemoveGrace:   f.removeGrace,
+		MetricsSocket: f.metricsSocket, MetricsAddr: f.metricsAddr,
+		MetricsTextfile: f.metricsTextfile, MetricsInterval: f.metricsInterval,
+		Version: version,
 	}, nil
 }

@@ -474,7 +474,7 @@ func (d *Driver) attach(v *store.Volume) error {
 			return err
 		}
 	}
-	m, err := d.cfg.Mounter(dir, mp, v.Name, keys, d.log.WithField("volume", v.Name))
+	m, err := d.cfg.Mounter(dir, mp, v.Name, keys, v.Options.Size, d.log.WithField("volume", v.Name))
 	if err != nil {
 		os.Remove(mp)
 		return err

@@ -135,7 +135,7 @@ func TestCreateRejectsBadInput(t *testing.T) {
 		{"x", nil, "invalid volume name"},
 		{"", nil, "empty"},
 		{strings.Repeat("a", 256), nil, "at most 255"},
-		{"ok1", map[string]string{"size": "1G"}, "unknown option \"size\" (valid options: gid, mode, uid)"},
+		{"ok1", map[string]string{"color": "1G"}, "unknown option \"color\" (valid options: gid, mode, size, uid)"},
 		{"ok2", map[string]string{"password": "hunter2"}, "looks like a secret"},
 		{"ok3", map[string]string{"uid": "-1"}, "invalid uid"},
 		{"ok4", map[string]string{"mode": "999"}, "invalid mode"},
@@ -228,7 +228,7 @@ func TestInterruptedRemoveFinishedAtStart(t *testing.T) {
 // with its options and creation time.
 func TestRebuildFromFolders(t *testing.T) {
 	e := newEnv(t)
-	e.create("alpha", map[string]string{"uid": "1000", "mode": "0700"})
+	e.create("alpha", map[string]string{"uid": "1000", "mode": "0700", "size": "64M"})
 	e.create("beta", nil)
 	want := map[string]*store.Volume{"alpha": e.record("alpha"), "beta": e.record("beta")}
 	e.close()
@@ -294,7 +294,7 @@ func TestStartReportsAndCleans(t *testing.T) {
 
 // failingMounter fails every mount, as a FUSE mount can (no /dev/fuse, a
 // busy mountpoint).
-func failingMounter(string, string, string, *crypto.VolumeKeys, *logrus.Entry) (Mount, error) {
+func failingMounter(string, string, string, *crypto.VolumeKeys, int64, *logrus.Entry) (Mount, error) {
 	return nil, errors.New("fuse: device not found")
 }
 

@@ -53,7 +53,7 @@ func newGatedMounter() *gatedMounter {
 	return &gatedMounter{entered: make(chan struct{}, 16), release: make(chan struct{})}
 }
 
-func (g *gatedMounter) mount(string, string, string, *crypto.VolumeKeys, *logrus.Entry) (Mount, error) {
+func (g *gatedMounter) mount(string, string, string, *crypto.VolumeKeys, int64, *logrus.Entry) (Mount, error) {
 	g.entered <- struct{}{}
 	<-g.release
 	m := newFakeMount()

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
@@ -18,8 +19,9 @@ import (
 )
 
 // Mounter shows the plaintext of an encrypted backing folder at mountpoint
-// (which exists and is empty) until the returned Mount is unmounted.
-type Mounter func(backing, mountpoint, name string, keys *crypto.VolumeKeys, log *logrus.Entry) (Mount, error)
+// (which exists and is empty) until the returned Mount is unmounted. size
+// limits what the backing folder may hold, in bytes (0: no limit).
+type Mounter func(backing, mountpoint, name string, keys *crypto.VolumeKeys, size int64, log *logrus.Entry) (Mount, error)
 
 // Mount is a live mount; *fuse.Server is one.
 type Mount interface {
@@ -27,10 +29,28 @@ type Mount interface {
 	Wait()
 }
 
+// usageCounter is a Mount that counts what its backing folder holds (one
+// with a size limit), so Status need not walk it.
+type usageCounter interface {
+	Used() int64
+}
+
+// limitedMount is a FUSE mount with a size limit.
+type limitedMount struct {
+	*fuse.Server
+	quota *cryptfs.Quota
+}
+
+func (m limitedMount) Used() int64 { return m.quota.Used() }
+
 // FUSEMounter mounts with cryptfs. allow_other with default_permissions
 // lets non-root container users in, with the kernel checking modes as on
 // any local filesystem.
-func FUSEMounter(backing, mountpoint, name string, keys *crypto.VolumeKeys, log *logrus.Entry) (Mount, error) {
+func FUSEMounter(backing, mountpoint, name string, keys *crypto.VolumeKeys, size int64, log *logrus.Entry) (Mount, error) {
+	var quota *cryptfs.Quota
+	if size > 0 {
+		quota = cryptfs.NewQuota(size)
+	}
 	srv, err := cryptfs.Mount(backing, mountpoint, keys, cryptfs.Options{
 		Log:        log,
 		AllowOther: true,
@@ -39,9 +59,13 @@ func FUSEMounter(backing, mountpoint, name string, keys *crypto.VolumeKeys, log 
 		// with MaxWrite: 256 KiB keeps 100 mounted volumes near 100 MiB
 		// RSS; sequential throughput measured the same as with 1 MiB.
 		MaxWrite: 256 << 10,
+		Quota:    quota,
 	})
 	if err != nil {
 		return nil, err
+	}
+	if quota != nil {
+		return limitedMount{srv, quota}, nil
 	}
 	return srv, nil
 }

@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/docker/go-plugins-helpers v0.0.0-20240701071450-45e2431495c8
+	github.com/docker/go-units v0.5.0
 	github.com/hanwen/go-fuse/v2 v2.12.1
 	github.com/rfjakob/eme v1.2.0
 	github.com/sirupsen/logrus v1.10.2
@@ -16,5 +17,4 @@ require (
 	github.com/Microsoft/go-winio v0.6.4 // indirect
 	github.com/coreos/go-systemd v0.0.0-20191104093116-d3cd4ed1dbcf // indirect
 	github.com/docker/go-connections v0.8.2 // indirect
-	github.com/docker/go-units v0.5.0 // indirect
 )

@@ -67,6 +67,9 @@ type Options struct {
 	// Quota, if not nil, limits what the backing folder may hold and
 	// counts it (see quota.go); nil means no limit and no count.
 	Quota *Quota
+	// Observer hears of the mount's start and end, its requests and its
+	// authentication failures, for metrics; nil costs nothing.
+	Observer Observer
 }
 
 // DefaultCacheTimeout is used for the kernel cache timeouts left at zero.
@@ -84,6 +87,7 @@ type fsys struct {
 	root *backing.Dir // the backing folder; everything is reached from it
 	dev  uint64       // its device, mixed into inode numbers as loopback does
 	log  *logrus.Entry
+	obs  Observer // nil: nobody listens
 	euid uint32
 	egid uint32
 
@@ -106,6 +110,7 @@ type fsys struct {
 // Mount serves the encrypted directory backingDir (already initialised with
 // backing.InitVolume) at mountpoint. The caller unmounts with server.Unmount().
 func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options) (*fuse.Server, error) {
+	start := time.Now()
 	if keys == nil {
 		return nil, fmt.Errorf("mount %s: no keys", backingDir)
 	}
@@ -144,6 +149,7 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 		root: rootDir,
 		dev:  unix.Mkdev(st.Dev_major, st.Dev_minor),
 		log:  log,
+		obs:  opts.Observer,
 		euid: uint32(os.Geteuid()),
 		egid: uint32(os.Getegid()),
 		dirs: dirCache{max: cmp.Or(opts.MaxOpenDirs, DefaultMaxOpenDirs)},
@@ -211,7 +217,11 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 		RootStableAttr:  &fs.StableAttr{Ino: f.ino(&st), Gen: 1},
 		Logger:          newLogger(log, logrus.WarnLevel),
 	})
-	srv, err := fuse.NewServer(&treeGuard{RawFileSystem: rawFS, mu: &f.treeMu}, mountpoint, &mopts)
+	var raw fuse.RawFileSystem = &treeGuard{RawFileSystem: rawFS, mu: &f.treeMu}
+	if opts.Observer != nil {
+		raw = &observed{RawFileSystem: raw, obs: opts.Observer}
+	}
+	srv, err := fuse.NewServer(raw, mountpoint, &mopts)
 	if err == nil {
 		go srv.Serve()
 		err = srv.WaitMount()
@@ -223,11 +233,17 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 	if err := setReadahead(mountpoint, maxWrite>>10); err != nil {
 		log.WithError(err).Debug("cannot raise readahead; sequential reads will be slower")
 	}
+	if f.obs != nil {
+		f.obs.Mounted(time.Since(start))
+	}
 	go func() {
 		// Release the backing folder once the kernel lets go of the mount.
 		srv.Wait()
 		f.dirs.closeAll()
 		rootDir.Close()
+		if f.obs != nil {
+			f.obs.Unmounted()
+		}
 	}()
 	return srv, nil
 }

@@ -310,6 +310,7 @@ func (f *fsys) loadDirIV(d *backing.Dir, where func() string) ([]byte, syscall.E
 	}
 	if !empty {
 		f.log.WithField("dir", where()).Error("directory IV missing or damaged; its names cannot be decrypted")
+		f.observeAuthFailure()
 		return nil, syscall.EIO
 	}
 	f.changeFile(d, crypto.DirIVName, func() error {
@@ -351,8 +352,10 @@ func (n *node) newChild(ctx context.Context, d *backing.Dir, b string, st *unix.
 	return n.NewInode(ctx, n.fsys.newNode(), n.fsys.stableAttr(func() ([]byte, error) { return d.Handle(b) }, st))
 }
 
-// authFailed logs a tamper report. Only backing (encrypted) names appear.
+// authFailed logs a tamper report and counts it. Only backing (encrypted)
+// names appear.
 func (f *fsys) authFailed(what, rel string, err error, fields logrus.Fields) {
+	f.observeAuthFailure()
 	e := f.log.WithField("path", rel)
 	if fields != nil {
 		e = e.WithFields(fields)
@@ -361,6 +364,12 @@ func (f *fsys) authFailed(what, rel string, err error, fields logrus.Fields) {
 		e.Errorf("%s failed authentication: tampered with or corrupt", what)
 	} else {
 		e.WithError(err).Errorf("%s unreadable", what)
+	}
+}
+
+func (f *fsys) observeAuthFailure() {
+	if f.obs != nil {
+		f.obs.AuthFailure()
 	}
 }
 

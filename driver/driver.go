@@ -41,8 +41,11 @@ type Config struct {
 	// KeyKind names the key source for Status ("key file", "passphrase",
 	// "key command"). Never the key itself.
 	KeyKind string
-	// Mounter mounts a volume; nil means FUSEMounter.
+	// Mounter mounts a volume; nil means FUSEMounter(Metrics).
 	Mounter Mounter
+	// Metrics, if set, hears of each volume's mounts (through the default
+	// Mounter) and removal.
+	Metrics Metrics
 	// Log receives the driver's log; nil discards.
 	Log *logrus.Entry
 	// LockWait bounds how long a request waits for another request on the
@@ -116,7 +119,7 @@ func New(cfg Config) (*Driver, error) {
 		return nil, errors.New("driver: no master key source")
 	}
 	if cfg.Mounter == nil {
-		cfg.Mounter = FUSEMounter
+		cfg.Mounter = FUSEMounter(cfg.Metrics)
 	}
 	if cfg.Log == nil {
 		l := logrus.New()
@@ -406,6 +409,9 @@ func (d *Driver) removeVolume(v *store.Volume) error {
 		return err
 	}
 	d.setTrouble(v.Name, "")
+	if d.cfg.Metrics != nil {
+		d.cfg.Metrics.Remove(v.Name)
+	}
 	return nil
 }
 

@@ -43,31 +43,45 @@ type limitedMount struct {
 
 func (m limitedMount) Used() int64 { return m.quota.Used() }
 
-// FUSEMounter mounts with cryptfs. allow_other with default_permissions
-// lets non-root container users in, with the kernel checking modes as on
-// any local filesystem.
-func FUSEMounter(backing, mountpoint, name string, keys *crypto.VolumeKeys, size int64, log *logrus.Entry) (Mount, error) {
-	var quota *cryptfs.Quota
-	if size > 0 {
-		quota = cryptfs.NewQuota(size)
+// Metrics watches the volumes for monitoring (*metrics.Metrics is one).
+type Metrics interface {
+	// Volume returns the observer of the volume name's mounts.
+	Volume(name string) cryptfs.Observer
+	// Remove forgets a removed volume.
+	Remove(name string)
+}
+
+// FUSEMounter returns the Mounter that mounts with cryptfs, reporting each
+// mount to metrics (if not nil). allow_other with default_permissions lets
+// non-root container users in, with the kernel checking modes as on any
+// local filesystem.
+func FUSEMounter(metrics Metrics) Mounter {
+	return func(backing, mountpoint, name string, keys *crypto.VolumeKeys, size int64, log *logrus.Entry) (Mount, error) {
+		opts := cryptfs.Options{
+			Log:        log,
+			AllowOther: true,
+			FsName:     "securevol:" + name,
+			// One daemon serves every volume, and each mount's buffers
+			// scale with MaxWrite: 256 KiB keeps 100 mounted volumes near
+			// 100 MiB RSS; sequential throughput measured the same as
+			// with 1 MiB.
+			MaxWrite: 256 << 10,
+		}
+		if size > 0 {
+			opts.Quota = cryptfs.NewQuota(size)
+		}
+		if metrics != nil {
+			opts.Observer = metrics.Volume(name)
+		}
+		srv, err := cryptfs.Mount(backing, mountpoint, keys, opts)
+		if err != nil {
+			return nil, err
+		}
+		if opts.Quota != nil {
+			return limitedMount{srv, opts.Quota}, nil
+		}
+		return srv, nil
 	}
-	srv, err := cryptfs.Mount(backing, mountpoint, keys, cryptfs.Options{
-		Log:        log,
-		AllowOther: true,
-		FsName:     "securevol:" + name,
-		// One daemon serves every volume, and each mount's buffers scale
-		// with MaxWrite: 256 KiB keeps 100 mounted volumes near 100 MiB
-		// RSS; sequential throughput measured the same as with 1 MiB.
-		MaxWrite: 256 << 10,
-		Quota:    quota,
-	})
-	if err != nil {
-		return nil, err
-	}
-	if quota != nil {
-		return limitedMount{srv, quota}, nil
-	}
-	return srv, nil
 }
 
 // mountsUnder lists the mount points at or below root from

@@ -69,9 +69,23 @@ func TestSizeLimit(t *testing.T) {
 		t.Fatalf("re-create with another size: %v", err)
 	}
 
+	e.create("open", nil)
+	if _, ok := e.d.LimitBytes("open"); ok {
+		t.Error("LimitBytes has a limit for a volume without one")
+	}
+	if used, ok := e.d.UsedBytes("open"); !ok || used <= 0 {
+		t.Errorf("UsedBytes of an unmounted volume: %d, %v", used, ok)
+	}
+
 	mp := e.mount("small", "c1")
 	fillVolume(t, mp, 4<<20)
 	e.requireStatus("small", 4<<20, 3<<20, true)
+	if lim, ok := e.d.LimitBytes("small"); !ok || lim != 4<<20 {
+		t.Errorf("LimitBytes: %d, %v", lim, ok)
+	}
+	if used, ok := e.d.UsedBytes("small"); !ok || used < 3<<20 || used > 4<<20 {
+		t.Errorf("UsedBytes of the full volume: %d, %v", used, ok)
+	}
 
 	// Restart: the record keeps the size, the mount enforces it again.
 	e.close()

@@ -58,6 +58,29 @@ func (d *Driver) status(v *store.Volume) map[string]interface{} {
 	return st
 }
 
+// UsedBytes is what the volume name's backing folder holds, counted as a
+// size limit counts it (cryptfs.Quota), for metrics (metrics.Options):
+// live and free while it is mounted with a limit, else from a walk of at
+// most sizeWalkLimit entries (a few milliseconds); ok is false if that
+// walk could not finish, or for an unknown volume.
+func (d *Driver) UsedBytes(name string) (bytes int64, ok bool) {
+	v, err := d.cfg.Store.Get(name)
+	if err != nil {
+		return 0, false
+	}
+	size, complete, err := d.used(name, d.backing(v.ID))
+	return size, err == nil && complete
+}
+
+// LimitBytes is the volume name's size limit; ok is false if it has none.
+func (d *Driver) LimitBytes(name string) (bytes int64, ok bool) {
+	v, err := d.cfg.Store.Get(name)
+	if err != nil || v.Options.Size == 0 {
+		return 0, false
+	}
+	return v.Options.Size, true
+}
+
 // used is what a volume's backing folder holds, counted as a size limit
 // counts it: live from the mount where it keeps count (a volume with a
 // limit, mounted), else by walking the folder dir (backingSize).

@@ -34,10 +34,12 @@ func EntryUsage(st *unix.Statx_t) int64 {
 // inode once however many hard links it has, visiting at most limit
 // entries; complete is false if it stopped there. It never follows a link
 // and opens nothing but directories, one name at a time, so neither a
-// planted entry nor depth can lead it astray.
+// planted entry nor depth can lead it astray: a directory's last
+// subdirectory is walked after the directory is closed, so a deep chain
+// holds one descriptor, not one per level.
 func Usage(d *Dir, limit int) (size int64, complete bool, err error) {
 	w := &usageWalk{size: DirUsage, limit: limit}
-	err = w.walk(d)
+	err = w.walk(d, false)
 	if errors.Is(err, errLimit) {
 		return w.size, false, nil
 	}
@@ -50,7 +52,42 @@ type usageWalk struct {
 	linked      map[uint64]bool // inodes with more than one link, counted
 }
 
-func (w *usageWalk) walk(d *Dir) error {
+// walk counts what is below d, closing d if it owns it.
+func (w *usageWalk) walk(d *Dir, own bool) error {
+	for {
+		dirs, err := w.list(d)
+		if err != nil || len(dirs) == 0 {
+			if own {
+				d.Close()
+			}
+			return err
+		}
+		for _, name := range dirs[:len(dirs)-1] {
+			sub, err := d.OpenDir(name)
+			if err != nil {
+				continue // gone, or not a directory any more
+			}
+			if err := w.walk(sub, true); err != nil {
+				if own {
+					d.Close()
+				}
+				return err
+			}
+		}
+		last, err := d.OpenDir(dirs[len(dirs)-1])
+		if own {
+			d.Close()
+		}
+		if err != nil {
+			return nil
+		}
+		d, own = last, true
+	}
+}
+
+// list counts d's entries other than directories and returns the names of
+// its subdirectories, which it counts too.
+func (w *usageWalk) list(d *Dir) ([]string, error) {
 	var dirs []string
 	err := d.ReadNames(func(name string, _ uint64, typ uint8) bool {
 		if name == "." || name == ".." {
@@ -76,24 +113,10 @@ func (w *usageWalk) walk(d *Dir) error {
 		w.size += w.once(&st)
 		return true
 	})
-	if err != nil {
-		return err
+	if err == nil && w.seen > w.limit {
+		err = errLimit
 	}
-	if w.seen > w.limit {
-		return errLimit
-	}
-	for _, name := range dirs {
-		sub, err := d.OpenDir(name)
-		if err != nil {
-			continue // gone, or not a directory any more
-		}
-		err = w.walk(sub)
-		sub.Close()
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return dirs, err
 }
 
 // once is EntryUsage of st the first time its inode is seen, 0 after.

@@ -33,3 +33,34 @@ func TestUsage(t *testing.T) {
 		t.Fatalf("Usage over the limit: complete %v, %v; want false", complete, err)
 	}
 }
+
+// TestUsageDeepChain: a chain of directories deeper than the descriptors
+// the process may open is walked whole.
+func TestUsageDeepChain(t *testing.T) {
+	d, root := openTestRoot(t)
+	const depth = 300
+	p := root
+	for i := 0; i < depth; i++ {
+		p = filepath.Join(p, "d")
+		if err := os.Mkdir(p, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(p, "f"), make([]byte, 7), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	low := old
+	low.Cur = 64
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	size, complete, err := Usage(d, 1000)
+	unix.Setrlimit(unix.RLIMIT_NOFILE, &old)
+	if want := int64(depth+1)*DirUsage + 7; err != nil || !complete || size != want {
+		t.Fatalf("Usage of a %d-deep chain with 64 descriptors: %d, complete %v, %v; want %d", depth, size, complete, err, want)
+	}
+}

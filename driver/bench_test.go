@@ -1,13 +1,12 @@
 package driver
 
 import (
-	"github.com/securevol/securevol/internal/testenv"
-
 	"fmt"
 	"testing"
 
 	"github.com/docker/go-plugins-helpers/volume"
 
+	"github.com/securevol/securevol/internal/testenv"
 	"github.com/securevol/securevol/store"
 )
 

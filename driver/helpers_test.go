@@ -1,9 +1,11 @@
 package driver
 
 import (
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 
 	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
+	"github.com/securevol/securevol/internal/mountinfo"
 	"github.com/securevol/securevol/keyfile"
 	"github.com/securevol/securevol/store"
 )
@@ -27,6 +30,8 @@ type env struct {
 	st        *store.Store
 	d         *Driver
 	mounter   Mounter
+	// beforeStart, if set, prepares each driver open makes before its Start.
+	beforeStart func(*Driver)
 }
 
 type envOpt func(*Config)
@@ -63,6 +68,9 @@ func (e *env) open(opts ...envOpt) *StartReport {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	if e.beforeStart != nil {
+		e.beforeStart(d)
+	}
 	rep, err := d.Start()
 	if err != nil {
 		e.t.Fatal(err)
@@ -83,6 +91,14 @@ func (e *env) close() {
 		e.st.Close()
 		e.st = nil
 	}
+}
+
+// tracked is the number of volumes the driver holds state for (locks,
+// mounts, problems): none once all is idle.
+func (e *env) tracked() int {
+	e.d.mu.Lock()
+	defer e.d.mu.Unlock()
+	return len(e.d.vols)
 }
 
 type testWriter struct{ t testing.TB }
@@ -135,4 +151,93 @@ func openVolumeAt(dir string, ks crypto.KeySource) (*crypto.Header, *crypto.Volu
 		return err
 	})
 	return h, keys, err
+}
+
+// mounted reports whether something is mounted at path.
+func mounted(t testing.TB, path string) bool {
+	t.Helper()
+	m, err := mountinfo.At(filepath.Clean(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m != nil
+}
+
+// mountsAt counts the mounts stacked at path.
+func mountsAt(t testing.TB, path string) int {
+	t.Helper()
+	ms, err := mountinfo.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, m := range ms {
+		if m.Mountpoint == filepath.Clean(path) {
+			n++
+		}
+	}
+	return n
+}
+
+func (e *env) mount(name, id string) string {
+	e.t.Helper()
+	res, err := e.d.Mount(&volume.MountRequest{Name: name, ID: id})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return res.Mountpoint
+}
+
+func (e *env) unmount(name, id string) {
+	e.t.Helper()
+	if err := e.d.Unmount(&volume.UnmountRequest{Name: name, ID: id}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// failingMounter fails every mount, as a FUSE mount can (no /dev/fuse, a
+// busy mountpoint).
+func failingMounter(string, string, string, *crypto.VolumeKeys, int64, *logrus.Entry) (Mount, error) {
+	return nil, errors.New("fuse: device not found")
+}
+
+// fakeMount is a Mount that ends when unmounted.
+type fakeMount struct {
+	once sync.Once
+	done chan struct{}
+}
+
+func newFakeMount() *fakeMount      { return &fakeMount{done: make(chan struct{})} }
+func (f *fakeMount) Unmount() error { f.once.Do(func() { close(f.done) }); return nil }
+func (f *fakeMount) Wait()          { <-f.done }
+func (f *fakeMount) unmounted() bool {
+	select {
+	case <-f.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// gatedMounter blocks each mount until release is closed and records the
+// mounts it made.
+type gatedMounter struct {
+	entered chan struct{}
+	release chan struct{}
+	mu      sync.Mutex
+	made    []*fakeMount
+}
+
+func newGatedMounter() *gatedMounter {
+	return &gatedMounter{entered: make(chan struct{}, 16), release: make(chan struct{})}
+}
+
+func (g *gatedMounter) mount(string, string, string, *crypto.VolumeKeys, int64, *logrus.Entry) (Mount, error) {
+	g.entered <- struct{}{}
+	<-g.release
+	m := newFakeMount()
+	g.mu.Lock()
+	g.made = append(g.made, m)
+	g.mu.Unlock()
+	return m, nil
 }

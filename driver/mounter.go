@@ -84,19 +84,15 @@ func FUSEMounter(metrics Metrics) Mounter {
 	}
 }
 
-// mountsUnder lists the mount points at or below root from
-// /proc/self/mountinfo, deepest first (the order to unmount them in).
-func mountsUnder(root string) ([]string, error) { return mountsUnderOf(root, nil) }
-
 // isOurs reports whether a mountinfo entry is a securevol FUSE mount
 // (cryptfs mounts with type fuse.securevol and source securevol:<name>).
 func isOurs(fstype, source string) bool {
 	return fstype == "fuse.securevol" || strings.HasPrefix(source, "securevol:")
 }
 
-// mountsUnderOf is mountsUnder keeping only the entries keep admits (by
-// filesystem type and source); nil keeps all.
-func mountsUnderOf(root string, keep func(fstype, source string) bool) ([]string, error) {
+// ourMountsUnder lists securevol's mount points at or below root from
+// /proc/self/mountinfo, deepest first (the order to unmount them in).
+func ourMountsUnder(root string) ([]string, error) {
 	ms, err := mountinfo.Read()
 	if err != nil {
 		return nil, err
@@ -106,7 +102,7 @@ func mountsUnderOf(root string, keep func(fstype, source string) bool) ([]string
 	// Newest first, so among stacked mounts at one path the upper one
 	// comes first; then deeper paths first.
 	for _, m := range slices.Backward(ms) {
-		if mountinfo.IsUnder(m.Mountpoint, root) && (keep == nil || keep(m.FSType, m.Source)) {
+		if mountinfo.IsUnder(m.Mountpoint, root) && isOurs(m.FSType, m.Source) {
 			out = append(out, m.Mountpoint)
 		}
 	}
@@ -133,26 +129,6 @@ func detach(path string) error {
 		return nil
 	}
 	return fmt.Errorf("unmount %s: %w", path, err)
-}
-
-// isMountPoint reports whether path is the root of a mount (it and its
-// parent are on different devices), without touching a dead FUSE server:
-// a stat of a dead mount fails with ENOTCONN, which also means "mounted".
-func isMountPoint(path string) (bool, error) {
-	var st, pst unix.Stat_t
-	if err := unix.Lstat(path, &st); err != nil {
-		if errors.Is(err, unix.ENOTCONN) {
-			return true, nil
-		}
-		if errors.Is(err, unix.ENOENT) {
-			return false, nil
-		}
-		return false, err
-	}
-	if err := unix.Lstat(filepath.Dir(path), &pst); err != nil {
-		return false, err
-	}
-	return st.Dev != pst.Dev, nil
 }
 
 // errStillServing: the unmount was issued but the server has not ended.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -20,6 +21,8 @@ import (
 // StartReport says what Start found and did.
 type StartReport struct {
 	Volumes     int      // volumes in the database after reconciliation
+	InGrace     int      // removed volumes kept for Undelete until their purge time
+	Quarantined []string // names whose damaged records were moved aside (see Driver.Quarantined)
 	Recovered   []string // volumes re-added from their folders' headers
 	Finished    []string // removals cut short earlier and finished now
 	StaleMounts int      // dead or leftover mounts detached under the mount root
@@ -29,9 +32,11 @@ type StartReport struct {
 }
 
 // Start brings the driver in line with the disk before the socket opens:
-// it reconciles the database with the backing folders, detaches stale
-// mounts under the mount root and mounts again every volume that still
-// has references. Problems with single volumes are reported, not fatal.
+// it moves damaged records aside, reconciles the database with the backing
+// folders, detaches stale mounts under the mount root and mounts again
+// every volume that still has references. Removed volumes whose grace has
+// ended are purged from then on, in the background (see purgeLoop).
+// Problems with single volumes are reported, not fatal.
 func (d *Driver) Start() (*StartReport, error) {
 	start := time.Now()
 	rep := &StartReport{}
@@ -40,6 +45,9 @@ func (d *Driver) Start() (*StartReport, error) {
 	}
 	if err := os.MkdirAll(d.cfg.MountRoot, 0o755); err != nil {
 		return nil, fmt.Errorf("start: mount root: %w", err)
+	}
+	if err := d.quarantine(rep); err != nil {
+		return nil, fmt.Errorf("start: %w", err)
 	}
 	if err := d.reconcile(rep); err != nil {
 		return nil, fmt.Errorf("start: %w", err)
@@ -52,6 +60,7 @@ func (d *Driver) Start() (*StartReport, error) {
 	if err := d.remount(rep); err != nil {
 		return nil, fmt.Errorf("start: %w", err)
 	}
+	go d.purgeLoop()
 	rep.Took = time.Since(start)
 	return rep, nil
 }
@@ -80,16 +89,23 @@ func (d *Driver) reconcile(rep *StartReport) error {
 	if err != nil {
 		return err
 	}
+	removed, err := d.cfg.Store.Removed()
+	if err != nil {
+		return err
+	}
 	// The folders of removals cut short have data and maybe no header:
-	// they are finished below, not reported as keyless.
+	// they are finished below (or by the purge), not reported as keyless.
+	// Removed volumes' folders are recorded: they are no lost volumes to
+	// recover, and the purge finishes those it had begun.
 	removing := map[string]bool{}
 	recorded := map[string]bool{}
-	for _, v := range records {
+	for _, v := range slices.Concat(records, removed) {
 		recorded[v.ID] = true
 		if v.Removing {
 			removing[v.ID] = true
 		}
 	}
+	rep.InGrace = len(removed)
 	ents, err := os.ReadDir(d.volDir)
 	if err != nil {
 		return err
@@ -236,31 +252,44 @@ func (d *Driver) verify(rep *StartReport) {
 	if err != nil {
 		return
 	}
-	for _, v := range all {
-		if v.Removing || d.getTrouble(v.Name) != "" {
+	for _, rec := range all {
+		if rec.Removing || d.getTrouble(rec.Name) != "" {
 			continue
 		}
-		_, err := d.openVolume(v)
+		err := d.with(rec, func(v *vol) error { _, err := v.open(); return err })
 		switch {
 		case err == nil, errors.Is(err, errKeyMismatch), errors.Is(err, unix.ENOENT), errors.Is(err, backing.ErrNoHeader):
 		default:
-			d.problem(rep, v.Name, err.Error())
+			d.problem(rep, rec.Name, err.Error())
 		}
 	}
+}
+
+// with runs fn on rec's volume, holding its lock, as start-up does for
+// each volume before any request arrives.
+func (d *Driver) with(rec *store.Volume, fn func(*vol) error) error {
+	v, err := d.lock(rec.Name)
+	if err != nil {
+		return err
+	}
+	defer v.unlock()
+	v.rec = rec
+	return fn(v)
 }
 
 // finishRemoval finishes a removal cut short, holding the volume's lock. If
 // it is not done by deadline (a huge folder) it goes on in the background,
 // still holding the lock, and done is false.
-func (d *Driver) finishRemoval(v *store.Volume, deadline time.Time) (done bool, err error) {
-	unlock, err := d.locks.lock(v.Name, d.cfg.LockWait)
+func (d *Driver) finishRemoval(rec *store.Volume, deadline time.Time) (done bool, err error) {
+	v, err := d.lock(rec.Name)
 	if err != nil {
 		return false, err
 	}
+	v.rec = rec
 	res := make(chan error, 1)
 	go func() {
-		defer unlock()
-		res <- d.removeVolume(v)
+		defer v.unlock()
+		res <- v.remove()
 	}()
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
@@ -269,14 +298,14 @@ func (d *Driver) finishRemoval(v *store.Volume, deadline time.Time) (done bool, 
 		return true, err
 	case <-t.C:
 	}
-	d.log.WithField("volume", v.Name).Info("finishing a removal that was cut short, in the background (its key is destroyed first)")
+	d.log.WithField("volume", rec.Name).Info("finishing a removal that was cut short, in the background (its key is destroyed first)")
 	go func() {
 		if err := <-res; err != nil {
-			d.setTrouble(v.Name, "error: finishing its removal: "+err.Error())
-			d.log.WithError(err).WithField("volume", v.Name).Error("finishing a removal that was cut short")
+			d.setTrouble(rec.Name, "error: finishing its removal: "+err.Error())
+			d.log.WithError(err).WithField("volume", rec.Name).Error("finishing a removal that was cut short")
 			return
 		}
-		d.log.WithField("volume", v.Name).Info("finished a removal that was cut short")
+		d.log.WithField("volume", rec.Name).Info("finished a removal that was cut short")
 	}()
 	return false, nil
 }
@@ -370,7 +399,7 @@ func labelOptions(labels map[string]string) (store.Options, error) {
 // Other mounts there are not ours (the mount root may be a shared /mnt) and
 // stay; so does the mount root itself (a managed plugin's propagatedMount).
 func (d *Driver) cleanMounts(rep *StartReport) error {
-	mps, err := mountsUnderOf(d.cfg.MountRoot, isOurs)
+	mps, err := ourMountsUnder(d.cfg.MountRoot)
 	if err != nil {
 		return fmt.Errorf("list mounts: %w", err)
 	}
@@ -418,7 +447,7 @@ func (d *Driver) remount(rep *StartReport) error {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			err := d.attach(v)
+			err := d.with(v, (*vol).attach)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {

@@ -22,6 +22,14 @@ var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
 // maxNameLen keeps <mount-root>/<name> within one path component (NAME_MAX).
 const maxNameLen = 255
 
+// checkName is ValidateName with its error classed ErrInvalid.
+func checkName(name string) error {
+	if err := ValidateName(name); err != nil {
+		return classed(ErrInvalid, "%w", err)
+	}
+	return nil
+}
+
 // ValidateName checks a volume name against Docker's rule.
 func ValidateName(name string) error {
 	if name == "" {
@@ -80,7 +88,7 @@ func ParseOptions(opts map[string]string) (store.Options, error) {
 		v := strings.TrimSpace(opts[k])
 		if _, ok := optionHelp[k]; !ok {
 			if looksSecret(k) {
-				return o, fmt.Errorf("option %q looks like a secret: securevol takes no secrets as volume options, because docker volume inspect shows them; the daemon's master key comes from its --key-file, --passphrase-file or --key-command (valid options: %s)", k, validOptionNames())
+				return o, fmt.Errorf("option %q looks like a secret: securevol takes no secrets as volume options, because docker volume inspect shows them; the master key comes from the daemon's key file, passphrase file or key command (valid options: %s)", k, validOptionNames())
 			}
 			return o, fmt.Errorf("unknown option %q (valid options: %s)", k, validOptionNames())
 		}

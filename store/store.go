@@ -13,27 +13,41 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 var (
-	bucketVolumes = []byte("volumes") // name → JSON Volume
-	bucketMeta    = []byte("meta")    // small daemon-wide facts (schema, KDF parameters)
-	keySchema     = []byte("schema")
+	bucketVolumes    = []byte("volumes")    // name → JSON Volume
+	bucketRemoved    = []byte("removed")    // volume ID → JSON Volume removed within its grace period
+	bucketQuarantine = []byte("quarantine") // bucket/key@time → JSON Quarantined
+	bucketMeta       = []byte("meta")       // small daemon-wide facts (schema, KDF parameters)
+	keySchema        = []byte("schema")
 )
 
 // SchemaVersion is recorded in the meta bucket. A database written by a
-// newer securevol is refused rather than misread.
+// newer securevol is refused rather than misread. (The removed and
+// quarantine buckets came without a new version: an older securevol that
+// ignores them recovers a removed volume from its folder, losing nothing.)
 const SchemaVersion = 1
 
-// ErrNotFound is returned by Tx.Get for a name the store does not hold.
-var ErrNotFound = errors.New("no such volume")
-
-// ErrLocked means another process (usually a running `securevol serve`)
-// holds the database.
-var ErrLocked = errors.New("database is in use by another securevol process")
+// The store's errors, for errors.Is.
+var (
+	// ErrNotFound is returned for a name (or ID) the store does not hold.
+	ErrNotFound = errors.New("no such volume")
+	// ErrLocked means another process (usually a running securevol
+	// daemon) holds the database.
+	ErrLocked = errors.New("database is in use by another securevol process")
+	// ErrDamaged means the file is not a readable database. Every volume
+	// can be recovered from the backing folders' headers into a new one.
+	ErrDamaged = errors.New("the database file is damaged")
+	// ErrBadRecord means one record cannot be read; Quarantine moves such
+	// records aside, and List and ForEach skip them.
+	ErrBadRecord = errors.New("damaged record")
+)
 
 // Options are a volume's options (see driver.ParseOptions): the owner and
 // permissions of its root directory, and its size limit.
@@ -59,10 +73,41 @@ type Volume struct {
 	// more than one reference. The volume is in use while Mounts is not
 	// empty.
 	Mounts map[string]int `json:"mounts,omitempty"`
-	// Removing is set before the volume's key is destroyed, so a Remove cut
-	// short by a crash is finished at the next start instead of leaving a
-	// record whose folder can no longer be opened.
+	// Removing is set before the volume's key is destroyed (by a Remove,
+	// or by the purge of a removed volume), so a removal cut short by a
+	// crash is finished at the next start instead of leaving a record
+	// whose folder can no longer be opened.
 	Removing bool `json:"removing,omitempty"`
+	// RemovedAt is when a removal with a grace period took the volume out
+	// of sight, and PurgeAt when its key is to be destroyed. Such a record
+	// lives in the removed bucket (PutRemoved), keyed by ID, so that the
+	// name is free for a new volume meanwhile.
+	RemovedAt time.Time `json:"removed_at,omitzero"`
+	PurgeAt   time.Time `json:"purge_at,omitzero"`
+}
+
+// check reports what makes v unfit to store or to use. The ID names a
+// folder under the volumes directory, so it must be exactly one path
+// component: an empty ID or ".." would make a removal shred the wrong
+// folder.
+func (v *Volume) check() error {
+	switch {
+	case v.Name == "":
+		return errors.New("volume without name")
+	case v.ID == "" || v.ID == "." || v.ID == ".." || strings.ContainsAny(v.ID, "/\x00"):
+		return fmt.Errorf("volume %s: invalid folder ID %q", v.Name, v.ID)
+	}
+	return nil
+}
+
+// Quarantined is a record that could not be read, moved aside by
+// Quarantine with the bytes it held.
+type Quarantined struct {
+	Bucket string    `json:"bucket"` // "volumes" (key: a name) or "removed" (key: an ID)
+	Key    string    `json:"key"`
+	At     time.Time `json:"at"`     // when it was moved aside
+	Reason string    `json:"reason"` // why it could not be read
+	Raw    []byte    `json:"raw"`
 }
 
 // Store is an open database. It is safe for concurrent use.
@@ -71,7 +116,8 @@ type Store struct {
 }
 
 // Open opens (creating if needed) the database at path. If another process
-// holds it, Open fails with ErrLocked after lockWait.
+// holds it, Open fails with ErrLocked after lockWait; if the file is no
+// readable database, with ErrDamaged.
 func Open(path string, lockWait time.Duration) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
@@ -80,11 +126,13 @@ func Open(path string, lockWait time.Duration) (*Store, error) {
 		lockWait = time.Second
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockWait, FreelistType: bolt.FreelistMapType})
-	if errors.Is(err, bolt.ErrTimeout) {
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
 		return nil, fmt.Errorf("open store %s: %w", path, ErrLocked)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open store %s: %w (if the file is damaged, move it aside and start with --rebuild)", path, err)
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrVersionMismatch), errors.Is(err, berrors.ErrChecksum):
+		return nil, fmt.Errorf("open store %s: %w (%w)", path, ErrDamaged, err)
+	case err != nil:
+		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	s := &Store{db: db}
 	if err := s.init(); err != nil {
@@ -96,8 +144,10 @@ func Open(path string, lockWait time.Duration) (*Store, error) {
 
 func (s *Store) init() error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		if _, err := tx.CreateBucketIfNotExists(bucketVolumes); err != nil {
-			return err
+		for _, b := range [][]byte{bucketVolumes, bucketRemoved, bucketQuarantine} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
 		}
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
@@ -117,9 +167,6 @@ func (s *Store) init() error {
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
-// Path is the database file.
-func (s *Store) Path() string { return s.db.Path() }
-
 // View runs fn in a read-only transaction.
 func (s *Store) View(fn func(*Tx) error) error {
 	return s.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
@@ -136,34 +183,72 @@ type Tx struct {
 	tx *bolt.Tx
 }
 
-// Get returns the volume called name, or ErrNotFound.
+// Get returns the volume called name: ErrNotFound if there is none,
+// ErrBadRecord if its record cannot be read.
 func (t *Tx) Get(name string) (*Volume, error) {
 	b := t.tx.Bucket(bucketVolumes).Get([]byte(name))
 	if b == nil {
 		return nil, fmt.Errorf("%s: %w", name, ErrNotFound)
 	}
-	return decode(name, b)
+	return decodeVolume(name, b)
 }
 
-func decode(name string, b []byte) (*Volume, error) {
-	v := &Volume{}
-	if err := json.Unmarshal(b, v); err != nil {
-		return nil, fmt.Errorf("volume %s: damaged record: %w", name, err)
+// decodeVolume reads the record stored under name in the volumes bucket.
+func decodeVolume(name string, b []byte) (*Volume, error) {
+	v, err := decode(b)
+	if err == nil && v.Name != name {
+		err = fmt.Errorf("record of %q stored under another name", v.Name)
+	}
+	if err == nil && !v.RemovedAt.IsZero() {
+		err = errors.New("a removed volume's record among the live ones")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("volume %s: %w: %w", name, ErrBadRecord, err)
 	}
 	return v, nil
 }
 
-// Put stores v under v.Name, replacing any record of that name.
-func (t *Tx) Put(v *Volume) error {
-	if v.Name == "" || v.ID == "" {
-		return errors.New("put: volume without name or ID")
+// decodeRemoved reads the record stored under id in the removed bucket.
+func decodeRemoved(id string, b []byte) (*Volume, error) {
+	v, err := decode(b)
+	if err == nil && v.ID != id {
+		err = fmt.Errorf("record of ID %q stored under another ID", v.ID)
+	}
+	if err == nil && v.RemovedAt.IsZero() {
+		err = errors.New("a live volume's record among the removed ones")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("removed volume %s: %w: %w", id, ErrBadRecord, err)
+	}
+	return v, nil
+}
+
+func decode(b []byte) (*Volume, error) {
+	v := &Volume{}
+	if err := json.Unmarshal(b, v); err != nil {
+		return nil, err
+	}
+	return v, v.check()
+}
+
+func encode(v *Volume) ([]byte, error) {
+	if err := v.check(); err != nil {
+		return nil, fmt.Errorf("put: %w", err)
 	}
 	if len(v.Mounts) == 0 {
 		v.Mounts = nil
 	}
-	b, err := json.Marshal(v)
+	return json.Marshal(v)
+}
+
+// Put stores v under v.Name, replacing any record of that name.
+func (t *Tx) Put(v *Volume) error {
+	if !v.RemovedAt.IsZero() {
+		return fmt.Errorf("put %s: the volume is removed (PutRemoved stores it)", v.Name)
+	}
+	b, err := encode(v)
 	if err != nil {
-		return fmt.Errorf("put %s: %w", v.Name, err)
+		return err
 	}
 	return t.tx.Bucket(bucketVolumes).Put([]byte(v.Name), b)
 }
@@ -174,12 +259,12 @@ func (t *Tx) Delete(name string) error {
 }
 
 // ForEach calls fn for every volume in name order, stopping at its first
-// error. A damaged record stops the walk with an error naming it.
+// error. Records that cannot be read are skipped (see Quarantine).
 func (t *Tx) ForEach(fn func(*Volume) error) error {
 	return t.tx.Bucket(bucketVolumes).ForEach(func(k, b []byte) error {
-		v, err := decode(string(k), b)
+		v, err := decodeVolume(string(k), b)
 		if err != nil {
-			return err
+			return nil
 		}
 		return fn(v)
 	})
@@ -193,6 +278,46 @@ func (t *Tx) Count() int {
 		n++
 	}
 	return n
+}
+
+// GetRemoved returns the removed volume with folder ID id (ErrNotFound if
+// none, ErrBadRecord if its record cannot be read).
+func (t *Tx) GetRemoved(id string) (*Volume, error) {
+	b := t.tx.Bucket(bucketRemoved).Get([]byte(id))
+	if b == nil {
+		return nil, fmt.Errorf("removed volume %s: %w", id, ErrNotFound)
+	}
+	return decodeRemoved(id, b)
+}
+
+// PutRemoved stores v, whose RemovedAt is set, under its ID among the
+// removed volumes.
+func (t *Tx) PutRemoved(v *Volume) error {
+	if v.RemovedAt.IsZero() {
+		return fmt.Errorf("put %s: RemovedAt is not set", v.Name)
+	}
+	b, err := encode(v)
+	if err != nil {
+		return err
+	}
+	return t.tx.Bucket(bucketRemoved).Put([]byte(v.ID), b)
+}
+
+// DeleteRemoved removes the removed volume with ID id, if any.
+func (t *Tx) DeleteRemoved(id string) error {
+	return t.tx.Bucket(bucketRemoved).Delete([]byte(id))
+}
+
+// ForEachRemoved calls fn for every removed volume, in ID order, stopping
+// at its first error. Records that cannot be read are skipped.
+func (t *Tx) ForEachRemoved(fn func(*Volume) error) error {
+	return t.tx.Bucket(bucketRemoved).ForEach(func(k, b []byte) error {
+		v, err := decodeRemoved(string(k), b)
+		if err != nil {
+			return nil
+		}
+		return fn(v)
+	})
 }
 
 // Meta returns the daemon-wide value stored under key (nil if none).
@@ -226,4 +351,74 @@ func (s *Store) Get(name string) (*Volume, error) {
 	var v *Volume
 	err := s.View(func(tx *Tx) (err error) { v, err = tx.Get(name); return })
 	return v, err
+}
+
+// Removed returns every removed volume, in ID order.
+func (s *Store) Removed() ([]*Volume, error) {
+	var out []*Volume
+	err := s.View(func(tx *Tx) error {
+		return tx.ForEachRemoved(func(v *Volume) error { out = append(out, v); return nil })
+	})
+	return out, err
+}
+
+// Quarantine moves every record that cannot be read, live or removed, to
+// the quarantine bucket, stamped at, and returns them. Nothing is lost:
+// Quarantined lists them with their bytes.
+func (s *Store) Quarantine(at time.Time) ([]Quarantined, error) {
+	var moved []Quarantined
+	err := s.Update(func(tx *Tx) error {
+		moved = nil
+		for _, src := range []struct {
+			bucket []byte
+			decode func(string, []byte) (*Volume, error)
+		}{{bucketVolumes, decodeVolume}, {bucketRemoved, decodeRemoved}} {
+			var bad []Quarantined
+			err := tx.tx.Bucket(src.bucket).ForEach(func(k, b []byte) error {
+				if _, err := src.decode(string(k), b); err != nil {
+					bad = append(bad, Quarantined{Bucket: string(src.bucket), Key: string(k), At: at.UTC(), Reason: err.Error(), Raw: append([]byte(nil), b...)})
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			for _, q := range bad {
+				if err := tx.quarantine(q); err != nil {
+					return err
+				}
+			}
+			moved = append(moved, bad...)
+		}
+		return nil
+	})
+	return moved, err
+}
+
+func (t *Tx) quarantine(q Quarantined) error {
+	b, err := json.Marshal(q)
+	if err != nil {
+		return err
+	}
+	key := q.Bucket + "/" + q.Key + "@" + q.At.Format(time.RFC3339Nano)
+	if err := t.tx.Bucket(bucketQuarantine).Put([]byte(key), b); err != nil {
+		return err
+	}
+	return t.tx.Bucket([]byte(q.Bucket)).Delete([]byte(q.Key))
+}
+
+// Quarantined lists the records Quarantine moved aside, by bucket and key.
+func (s *Store) Quarantined() ([]Quarantined, error) {
+	var out []Quarantined
+	err := s.View(func(tx *Tx) error {
+		return tx.tx.Bucket(bucketQuarantine).ForEach(func(k, b []byte) error {
+			var q Quarantined
+			if err := json.Unmarshal(b, &q); err != nil {
+				return fmt.Errorf("quarantine entry %q: %w", k, err)
+			}
+			out = append(out, q)
+			return nil
+		})
+	})
+	return out, err
 }

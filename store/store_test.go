@@ -1,11 +1,16 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 func openTemp(t testing.TB) (*Store, string) {
@@ -150,5 +155,122 @@ func BenchmarkList1000(b *testing.B) {
 		if err != nil || len(all) != 1000 {
 			b.Fatal(len(all), err)
 		}
+	}
+}
+
+// A file that is no database is ErrDamaged (the command adds how to
+// rebuild); it is left as it was.
+func TestOpenDamagedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "securevol.db")
+	garbage := []byte("garbage, not a bolt file")
+	if err := os.WriteFile(path, garbage, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(path, 100*time.Millisecond)
+	if !errors.Is(err, ErrDamaged) || strings.Contains(err.Error(), "--") {
+		t.Fatalf("Open of a damaged file = %v, want ErrDamaged and no command-line hint", err)
+	}
+	if b, _ := os.ReadFile(path); !bytes.Equal(b, garbage) {
+		t.Fatalf("the damaged file was changed: %q", b)
+	}
+}
+
+// A record that cannot be read is skipped by List, answered ErrBadRecord
+// by Get, and moved aside, bytes and all, by Quarantine.
+func TestQuarantine(t *testing.T) {
+	s, _ := openTemp(t)
+	for _, n := range []string{"a", "b", "c"} {
+		if err := s.Update(func(tx *Tx) error { return tx.Put(vol(n)) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw := []byte(`{"id":"..","name":"b"}`)
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketVolumes).Put([]byte("b"), raw) }); err != nil {
+		t.Fatal(err)
+	}
+	if all, err := s.List(); err != nil || len(all) != 2 {
+		t.Fatalf("List = %v, %v; want the two readable records", all, err)
+	}
+	if _, err := s.Get("b"); !errors.Is(err, ErrBadRecord) {
+		t.Fatalf("Get of a damaged record = %v", err)
+	}
+	at := time.Date(2025, 6, 7, 8, 9, 10, 0, time.UTC)
+	moved, err := s.Quarantine(at)
+	if err != nil || len(moved) != 1 || moved[0].Key != "b" || !moved[0].At.Equal(at) || !bytes.Equal(moved[0].Raw, raw) {
+		t.Fatalf("Quarantine = %+v, %v", moved, err)
+	}
+	if _, err := s.Get("b"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get after quarantine = %v", err)
+	}
+	q, err := s.Quarantined()
+	if err != nil || len(q) != 1 || q[0].Key != "b" || !bytes.Equal(q[0].Raw, raw) {
+		t.Fatalf("Quarantined = %+v, %v", q, err)
+	}
+	if moved, err := s.Quarantine(at); err != nil || len(moved) != 0 {
+		t.Fatalf("second Quarantine = %+v, %v", moved, err)
+	}
+}
+
+// An ID names a folder: it must be one path component.
+func TestPutRejectsIDsOutsideTheFolder(t *testing.T) {
+	s, _ := openTemp(t)
+	for _, id := range []string{"", ".", "..", "a/b", "a\x00"} {
+		v := vol("x")
+		v.ID = id
+		if err := s.Update(func(tx *Tx) error { return tx.Put(v) }); err == nil {
+			t.Errorf("Put with ID %q succeeded", id)
+		}
+	}
+}
+
+// Removed volumes live apart, keyed by ID, so their name is free; a live
+// record never carries RemovedAt and a removed one always does.
+func TestRemovedBucket(t *testing.T) {
+	s, _ := openTemp(t)
+	v := vol("data")
+	if err := s.Update(func(tx *Tx) error { return tx.Put(v) }); err != nil {
+		t.Fatal(err)
+	}
+	r := *v
+	r.RemovedAt = time.Date(2025, 1, 3, 0, 0, 0, 0, time.UTC)
+	r.PurgeAt = r.RemovedAt.Add(time.Hour)
+	if err := s.Update(func(tx *Tx) error { return tx.Put(&r) }); err == nil {
+		t.Fatal("Put of a removed volume succeeded")
+	}
+	if err := s.Update(func(tx *Tx) error { return tx.PutRemoved(v) }); err == nil {
+		t.Fatal("PutRemoved of a live volume succeeded")
+	}
+	if err := s.Update(func(tx *Tx) error {
+		if err := tx.Delete("data"); err != nil {
+			return err
+		}
+		return tx.PutRemoved(&r)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get("data"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get of a removed name = %v", err)
+	}
+	all, err := s.Removed()
+	if err != nil || len(all) != 1 || all[0].Name != "data" || !all[0].PurgeAt.Equal(r.PurgeAt) {
+		t.Fatalf("Removed = %+v, %v", all, err)
+	}
+	// A live record in the removed bucket is damage, quarantined.
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRemoved).Put([]byte("id-x"), []byte(`{"id":"id-x","name":"x"}`))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if all, _ := s.Removed(); len(all) != 1 {
+		t.Fatalf("Removed lists a damaged record: %+v", all)
+	}
+	if moved, err := s.Quarantine(time.Now()); err != nil || len(moved) != 1 || moved[0].Bucket != "removed" || moved[0].Key != "id-x" {
+		t.Fatalf("Quarantine = %+v, %v", moved, err)
+	}
+	if err := s.Update(func(tx *Tx) error { return tx.DeleteRemoved(v.ID) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.View(func(tx *Tx) error { _, err := tx.GetRemoved(v.ID); return err }); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("GetRemoved after DeleteRemoved = %v", err)
 	}
 }

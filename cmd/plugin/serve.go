@@ -178,6 +178,9 @@ func runServe(args []string) error {
 	if errors.Is(err, store.ErrLocked) {
 		return fmt.Errorf("another securevol serve is running on state dir %s (%w)", c.stateDir, err)
 	}
+	if errors.Is(err, store.ErrDamaged) {
+		return fmt.Errorf("%w; move it aside and start with --rebuild", err)
+	}
 	if err != nil {
 		return err
 	}

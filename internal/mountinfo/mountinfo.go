@@ -14,6 +14,10 @@ type Mount struct {
 	Mountpoint string
 	FSType     string // e.g. "ext4", "fuse.securevol"
 	Source     string
+	// Major and Minor are st_dev of the mount's files; a FUSE
+	// connection's control folder under /sys/fs/fuse/connections is named
+	// by it.
+	Major, Minor uint32
 }
 
 // Parse reads the format of proc(5): fields up to " - ", then the file
@@ -30,9 +34,21 @@ func Parse(data string) ([]Mount, error) {
 		if !ok || len(f) < 5 || len(g) < 2 {
 			return nil, fmt.Errorf("mountinfo: malformed line %q", line)
 		}
-		out = append(out, Mount{Mountpoint: unescape(f[4]), FSType: g[0], Source: unescape(g[1])})
+		maj, min, ok := parseDev(f[2])
+		if !ok {
+			return nil, fmt.Errorf("mountinfo: malformed device in line %q", line)
+		}
+		out = append(out, Mount{Mountpoint: unescape(f[4]), FSType: g[0], Source: unescape(g[1]), Major: maj, Minor: min})
 	}
 	return out, nil
+}
+
+// parseDev reads "major:minor".
+func parseDev(s string) (major, minor uint32, ok bool) {
+	a, b, ok := strings.Cut(s, ":")
+	ma, err1 := strconv.ParseUint(a, 10, 32)
+	mi, err2 := strconv.ParseUint(b, 10, 32)
+	return uint32(ma), uint32(mi), ok && err1 == nil && err2 == nil
 }
 
 // Read returns this process's mounts, in mount order (a later mount at the

@@ -12,11 +12,11 @@ func TestParse(t *testing.T) {
 	if len(ms) != 2 {
 		t.Fatalf("got %d entries, want 2", len(ms))
 	}
-	want := Mount{Mountpoint: "/var/tmp/b x/mnt", FSType: "fuse.securevol", Source: "/var/tmp/b x/cipher"}
+	want := Mount{Mountpoint: "/var/tmp/b x/mnt", FSType: "fuse.securevol", Source: "/var/tmp/b x/cipher", Major: 0, Minor: 39}
 	if ms[1] != want {
 		t.Errorf("entry = %+v, want %+v", ms[1], want)
 	}
-	for _, bad := range []string{"garbage without separator\n", "1 2 - ext4 /dev/x\n"} {
+	for _, bad := range []string{"garbage without separator\n", "1 2 - ext4 /dev/x\n", "1 2 0x27 / /m rw - ext4 /dev/x rw\n"} {
 		if _, err := Parse(bad); err == nil {
 			t.Errorf("malformed mountinfo %q accepted", bad)
 		}

@@ -58,8 +58,8 @@ import (
 // container shows the volume's limit and use.
 //
 // Known gaps, corrected by the walk at the next mount: a header rewritten
-// by a key rotation while mounted, and leftovers of failed system calls
-// (the count then errs high, never low). FALLOC_FL_KEEP_SIZE past the end
+// by a key rotation while mounted (a few bytes either way), and leftovers
+// of failed system calls (the count then errs high, never low). FALLOC_FL_KEEP_SIZE past the end
 // of a file is refused (EOPNOTSUPP) under a limit, since space reserved
 // there shows in no size. Writes through a shared writable mmap reach the
 // daemon after the fact, so ENOSPC there surfaces at msync or not at all,

@@ -73,6 +73,9 @@ type Config struct {
 	// sight, so that Client.Undelete can bring it back; 0 destroys the key
 	// at once (crypto-shredding, final).
 	RemoveGrace time.Duration
+	// DefaultSize is the size limit of volumes created without a size
+	// option, in the option's syntax (e.g. "10G"); "" is none.
+	DefaultSize string
 	// MetricsSocket is the Unix socket (0600) serving Prometheus metrics
 	// at /metrics; "" is StateDir/metrics.sock.
 	MetricsSocket string
@@ -180,6 +183,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	defaultSize, err := parseDefaultSize(cfg.DefaultSize)
+	if err != nil {
+		return err
+	}
 	// The metrics come first: Start remounts volumes, and each mount
 	// takes its volume's observer.
 	var drv *driver.Driver
@@ -188,7 +195,7 @@ func Run(ctx context.Context, cfg Config) error {
 	drv, err = driver.New(driver.Config{
 		StateDir: cfg.StateDir, MountRoot: cfg.MountRoot, Store: st,
 		Keys: keys.sources, KeyKind: string(keys.kind), Log: log,
-		Metrics: m, RemoveGrace: cfg.RemoveGrace,
+		Metrics: m, RemoveGrace: cfg.RemoveGrace, DefaultSize: defaultSize,
 	})
 	if err != nil {
 		return err
@@ -217,6 +224,18 @@ func Run(ctx context.Context, cfg Config) error {
 
 	svc := &service{cfg: cfg, drv: drv, keys: keys, log: log, metrics: m}
 	return svc.serve(ctx, start)
+}
+
+// parseDefaultSize reads a default size limit as the size option does.
+func parseDefaultSize(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	o, err := driver.ParseOptions(map[string]string{"size": s})
+	if err != nil {
+		return 0, fmt.Errorf("default size: %w: %w", err, ErrBadConfig)
+	}
+	return o.Size, nil
 }
 
 // openStore opens the state dir's database, moved aside first for a

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 
 	"github.com/securevol/securevol/driver"
 	"github.com/securevol/securevol/metrics"
@@ -38,6 +39,18 @@ func newMetrics(cfg Config, st *store.Store, drv func() *driver.Driver, rep func
 			}
 			q, _ := d.Quarantined()
 			return len(q)
+		},
+		UsedBytes: func(name string) (int64, bool) {
+			if d := drv(); d != nil {
+				return d.UsedBytes(name)
+			}
+			return 0, false
+		},
+		LimitBytes: func(name string) (int64, bool) {
+			if d := drv(); d != nil {
+				return d.LimitBytes(name)
+			}
+			return 0, false
 		},
 		Problems: func() int {
 			if r := rep(); r != nil {
@@ -81,6 +94,10 @@ func (s *service) serveMetrics(ctx context.Context) (stop func()) {
 		}
 	}
 	if s.cfg.MetricsTextfile != "" {
+		// node_exporter reads a folder of its own; make it if need be.
+		if err := os.MkdirAll(filepath.Dir(s.cfg.MetricsTextfile), 0o755); err != nil {
+			s.log.WithError(err).Warn("no metrics textfile")
+		}
 		run("metrics textfile", func() error {
 			err := s.metrics.RunTextfile(ctx, s.cfg.MetricsTextfile, s.cfg.MetricsInterval)
 			if errors.Is(err, context.Canceled) {

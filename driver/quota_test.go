@@ -148,3 +148,33 @@ func (e *env) requireStatus(name string, limit, minUsed int64, mounted bool) {
 		e.t.Fatalf("Status %v, want size_limit_bytes %d, backing_bytes from %d up to it, mounted %v", st, limit, minUsed, mounted)
 	}
 }
+
+// TestDefaultSize: a volume created without a size option takes the
+// daemon's default limit; an explicit size wins; a volume keeps the limit
+// it was made with when the default changes, and re-creating it without
+// options is still a no-op.
+func TestDefaultSize(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.DefaultSize = 2 << 20 })
+	e.create("plain", nil)
+	e.create("sized", map[string]string{"size": "4M"})
+	for name, want := range map[string]int64{"plain": 2 << 20, "sized": 4 << 20} {
+		if got, ok := e.d.LimitBytes(name); !ok || got != want {
+			t.Errorf("%s: limit %d (%v), want %d", name, got, ok, want)
+		}
+	}
+	e.close()
+	e.open(func(c *Config) { c.DefaultSize = 8 << 20 })
+	if err := e.d.Create(&volume.CreateRequest{Name: "plain"}); err != nil {
+		t.Fatalf("re-create after the default changed: %v", err)
+	}
+	if got, _ := e.d.LimitBytes("plain"); got != 2<<20 {
+		t.Errorf("plain's limit changed with the default: %d", got)
+	}
+	if err := e.d.Create(&volume.CreateRequest{Name: "plain", Options: map[string]string{"size": "8M"}}); !errors.Is(err, ErrConflict) {
+		t.Errorf("re-create with an explicit other size: %v, want a conflict", err)
+	}
+	e.create("later", nil)
+	if got, _ := e.d.LimitBytes("later"); got != 8<<20 {
+		t.Errorf("later: limit %d, want the new default", got)
+	}
+}

@@ -183,8 +183,8 @@ func testDockerCp(t *testing.T, p *plugin) {
 }
 
 var (
-	createCallRE = regexp.MustCompile(`call=/VolumeDriver\.Create\b`)
-	removeCallRE = regexp.MustCompile(`call=/VolumeDriver\.Remove\b`)
+	createCallRE = regexp.MustCompile(`op=/VolumeDriver\.Create\b`)
+	removeCallRE = regexp.MustCompile(`op=/VolumeDriver\.Remove\b`)
 	createdVolRE = regexp.MustCompile(`created volume.*volume=([0-9a-f]{64})`)
 	removedVolRE = regexp.MustCompile(`removed volume.*volume=([0-9a-f]{64})`)
 )

@@ -20,6 +20,7 @@ type serveFlags struct {
 	logLevel, logFormat         string
 	rebuild                     bool
 	removeGrace                 time.Duration
+	defaultSize                 string
 	metricsSocket, metricsAddr  string
 	metricsTextfile             string
 	metricsInterval             time.Duration
@@ -58,12 +59,13 @@ warnings and errors to standard error.`,
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fs.BoolVar(&f.rebuild, "rebuild", false, "move the database aside and rebuild it from the backing folders' headers (mount references are lost)")
 	fs.DurationVar(&f.removeGrace, "remove-grace", 0, "keep a removed volume's key this long (e.g. 72h), out of sight, so that 'securevol volume undelete' can bring it back; 0 destroys it at once")
+	fs.StringVar(&f.defaultSize, "default-size", "", "size limit of volumes created without -o size, e.g. 10G (binary units); empty: none")
 	fs.StringVar(&f.metricsSocket, "metrics-socket", "", "Unix socket (0600) serving Prometheus metrics at /metrics (default: the state dir's metrics.sock)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "also serve the metrics on this TCP address, e.g. 127.0.0.1:9742 (a legacy plugin; a managed one has no network)")
 	fs.StringVar(&f.metricsTextfile, "metrics-textfile", "", "write the metrics to this node_exporter textfile (*.prom) every --metrics-textfile-interval")
 	fs.DurationVar(&f.metricsInterval, "metrics-textfile-interval", 15*time.Second, "how often the metrics textfile is written")
 	withEnv(fs, "socket", "state-dir", "mount-root", "key-file", "passphrase-file", "key-command", "log-level", "log-format", "rebuild",
-		"remove-grace", "metrics-socket", "metrics-addr", "metrics-textfile", "metrics-textfile-interval")
+		"remove-grace", "default-size", "metrics-socket", "metrics-addr", "metrics-textfile", "metrics-textfile-interval")
 	return cmd
 }
 
@@ -81,7 +83,7 @@ func (f *serveFlags) config(fs *pflag.FlagSet, s streams) (daemon.Config, error)
 	return daemon.Config{
 		Socket: f.socket, StateDir: f.stateDir, MountRoot: f.mountRoot,
 		Keys: keys, Rebuild: f.rebuild, Log: log,
-		RemoveGrace:   f.removeGrace,
+		RemoveGrace: f.removeGrace, DefaultSize: f.defaultSize,
 		MetricsSocket: f.metricsSocket, MetricsAddr: f.metricsAddr,
 		MetricsTextfile: f.metricsTextfile, MetricsInterval: f.metricsInterval,
 		Version: version,

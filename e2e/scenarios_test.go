@@ -44,6 +44,8 @@ var scenarios = []scenario{
 	{"Compose", true, testCompose},
 	{"DriverNameResolves", false, testDriverName},
 	{"DisableRefusedWithVolumes", false, testDisableRefused},
+	{"RemoveGraceUndelete", true, testRemoveGraceUndelete},
+	{"MetricsFromHost", true, testMetricsFromHost},
 	{"Kill9", true, testKill9},
 	{"RestartDockerd", true, testRestartDockerd},
 	{"NoSecretInLogs", true, testNoSecretInLogs},

@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 STATE_DIR ?= /var/lib/securevol
 
-.PHONY: all build run test unit e2e bench fmt vet clean
+.PHONY: all build man run test unit e2e bench fmt vet clean
 
 all: build
 
@@ -13,6 +13,11 @@ all: build
 # (FROM scratch) and in test images alike.
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/plugin
+
+# Man pages (section 8) of every command, from the same definitions as
+# --help, in bin/man/man8 (man -M bin/man securevol-serve).
+man: build
+	./$(BIN) man bin/man/man8
 
 # Legacy plugin: the daemon on /run/docker/plugins/securevol.sock with the
 # default state and key locations (the key is generated on first start).
@@ -77,10 +82,12 @@ push: build registry
 install: registry
 	scripts/plugin.sh install $(REGISTRY)/$(PLUGIN):latest $(PLUGIN)
 
-# Legacy plugin under systemd: the binary, the unit (Before=docker.service),
-# the state and key folders; enabled and started if systemd runs.
-install-legacy: build
+# Legacy plugin under systemd: the binary, its man pages, the unit
+# (Type=notify, Before=docker.service), the state and key folders; enabled
+# and started if systemd runs.
+install-legacy: build man
 	install -D -m 0755 $(BIN) /usr/local/bin/securevol
+	install -d /usr/local/share/man/man8 && install -m 0644 bin/man/man8/*.8 /usr/local/share/man/man8/
 	install -D -m 0644 contrib/systemd/securevol.service /etc/systemd/system/securevol.service
 	install -d -m 0700 /var/lib/securevol /etc/securevol
 	if [ -d /run/systemd/system ]; then systemctl daemon-reload && systemctl enable --now securevol; \

@@ -336,7 +336,7 @@ func (n *node) blockFailed(h *fileHandle, bad *atomic.Int64) syscall.Errno {
 	return syscall.EIO
 }
 
-func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int64) (_ uint32, errno syscall.Errno) {
 	h, ok := f.(*fileHandle)
 	if !ok {
 		return 0, syscall.EBADF
@@ -359,6 +359,11 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 		// just repaired (loadLocked); the end is what we know.
 		off = size
 	}
+	g, errno := n.reserveTo(h, max(size, off+int64(len(data))))
+	if errno != 0 {
+		return 0, errno
+	}
+	defer func() { n.settle(h, g, errno) }()
 	var hdr []byte
 	if off == 0 {
 		// An empty file gets its header in the same pwrite as its first
@@ -661,9 +666,16 @@ func (n *node) truncateLocked(h *fileHandle, newSize int64) syscall.Errno {
 
 // truncate serves truncate(2), ftruncate(2) and O_TRUNC on the entry s.
 // Without a descriptor the backing file is opened for the occasion.
-func (n *node) truncate(s self, size uint64) syscall.Errno {
+func (n *node) truncate(s self, size uint64) (errno syscall.Errno) {
+	if size > uint64(1<<62) {
+		return syscall.EFBIG
+	}
+	n.cmu.Lock()
+	defer n.cmu.Unlock()
 	h := &fileHandle{fd: s.fd, rel: n.logPath()}
 	if s.fd < 0 {
+		// Opened under cmu, so that an Unlink counting the file's size
+		// (removeEntry) either sees this truncation or prevents it.
 		fd, err := s.dir.OpenFile(s.name, unix.O_RDWR, 0)
 		if err != nil {
 			return backing.Errno(err)
@@ -671,24 +683,24 @@ func (n *node) truncate(s self, size uint64) syscall.Errno {
 		defer unix.Close(fd)
 		h.fd = fd
 	}
-	if size > uint64(1<<62) {
-		return syscall.EFBIG
+	// Size 0 needs nothing of the old contents: works on a damaged file
+	// too.
+	if size != 0 {
+		if errno := n.loadLocked(h); errno != 0 {
+			return errno
+		}
 	}
-	n.cmu.Lock()
-	defer n.cmu.Unlock()
-	if size == 0 {
-		// Needs nothing of the old contents: works on a damaged file too.
-		return n.truncateLocked(h, 0)
-	}
-	if errno := n.loadLocked(h); errno != 0 {
+	g, errno := n.reserveTo(h, int64(size))
+	if errno != 0 {
 		return errno
 	}
+	defer func() { n.settle(h, g, errno) }()
 	return n.truncateLocked(h, int64(size))
 }
 
 // Allocate supports the two modes that need no hole punching in
 // ciphertext: plain preallocation (which may grow the file) and KEEP_SIZE.
-func (n *node) Allocate(ctx context.Context, f fs.FileHandle, off uint64, length uint64, mode uint32) syscall.Errno {
+func (n *node) Allocate(ctx context.Context, f fs.FileHandle, off uint64, length uint64, mode uint32) (errno syscall.Errno) {
 	h, ok := f.(*fileHandle)
 	if !ok {
 		return syscall.EBADF
@@ -715,6 +727,18 @@ func (n *node) Allocate(ctx context.Context, f fs.FileHandle, off uint64, length
 	if grow {
 		cend = int64(crypto.CipherSize(uint64(end)))
 	}
+	if mode != 0 && end > size && n.fsys.quota != nil {
+		return syscall.EOPNOTSUPP // would reserve space no size shows (quota.go)
+	}
+	want := size
+	if grow {
+		want = end
+	}
+	g, errno := n.reserveTo(h, want)
+	if errno != 0 {
+		return errno
+	}
+	defer func() { n.settle(h, g, errno) }()
 	if err := unix.Fallocate(h.fd, unix.FALLOC_FL_KEEP_SIZE, start, cend-start); err != nil {
 		return backing.Errno(err)
 	}
@@ -764,7 +788,7 @@ func (n *node) fsynced(err error) syscall.Errno {
 
 func (n *node) Release(ctx context.Context, f fs.FileHandle) syscall.Errno {
 	if h, ok := f.(*fileHandle); ok {
-		n.removeOpen(h)
+		n.released(h)
 		return backing.Errno(unix.Close(h.fd))
 	}
 	return 0

@@ -64,6 +64,9 @@ type Options struct {
 	// open (0: DefaultMaxOpenDirs). Beyond it the least recently used
 	// are closed and opened again when needed; see dirCache.
 	MaxOpenDirs int
+	// Quota, if not nil, limits what the backing folder may hold and
+	// counts it (see quota.go); nil means no limit and no count.
+	Quota *Quota
 	// Observer hears of the mount's start and end, its requests and its
 	// authentication failures, for metrics; nil costs nothing.
 	Observer Observer
@@ -100,6 +103,8 @@ type fsys struct {
 
 	// dirs bounds the directory descriptors nodes keep (node.dir).
 	dirs dirCache
+
+	quota *Quota // nil: no limit
 }
 
 // Mount serves the encrypted directory backingDir (already initialised with
@@ -127,6 +132,12 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 		rootDir.Close()
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
+	if opts.Quota != nil {
+		if err := opts.Quota.start(rootDir); err != nil {
+			rootDir.Close()
+			return nil, fmt.Errorf("mount %s: count what the backing folder holds: %w", dir, err)
+		}
+	}
 	log := opts.Log
 	if log == nil {
 		l := logrus.New()
@@ -143,6 +154,7 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 		egid: uint32(os.Getegid()),
 		dirs: dirCache{max: cmp.Or(opts.MaxOpenDirs, DefaultMaxOpenDirs)},
 	}
+	f.quota = opts.Quota
 	f.attrTimeout = opts.AttrTimeout
 	if f.attrTimeout == 0 {
 		f.attrTimeout = DefaultCacheTimeout
@@ -252,6 +264,7 @@ func setReadahead(mountpoint string, kb int) error {
 func (f *fsys) newNode() *node {
 	n := &node{fsys: f}
 	n.size.Store(-1)
+	n.csize.Store(-1)
 	return n
 }
 

@@ -57,6 +57,9 @@ type node struct {
 	// loaded, or at its last fsync. Blocks below it are rewritten in
 	// place only through a redo record (recover.go).
 	synced atomic.Int64
+	// csize is the size of the backing file as the mount's quota last
+	// counted it, -1 if not known (quota.go).
+	csize atomic.Int64
 
 	// open lists the file's open handles, so that operations the kernel
 	// sends without one (fchmod, fchown, futimens, fsetxattr) still reach
@@ -71,8 +74,8 @@ func (n *node) addOpen(h *fileHandle) {
 	n.omu.Unlock()
 }
 
-func (n *node) removeOpen(h *fileHandle) {
-	n.omu.Lock()
+// removeOpenLocked forgets h; callers hold omu (see released).
+func (n *node) removeOpenLocked(h *fileHandle) {
 	for i, o := range n.open {
 		if o == h {
 			last := len(n.open) - 1
@@ -82,7 +85,6 @@ func (n *node) removeOpen(h *fileHandle) {
 			break
 		}
 	}
-	n.omu.Unlock()
 }
 
 // openDup returns a private duplicate of one of n's open descriptors, or
@@ -311,8 +313,11 @@ func (f *fsys) loadDirIV(d *backing.Dir, where func() string) ([]byte, syscall.E
 		f.observeAuthFailure()
 		return nil, syscall.EIO
 	}
-	d.Unlink(crypto.DirIVName)
-	iv, err = backing.CreateDirIV(d)
+	f.changeFile(d, crypto.DirIVName, func() error {
+		d.Unlink(crypto.DirIVName)
+		iv, err = backing.CreateDirIV(d)
+		return err
+	})
 	if err != nil {
 		return nil, backing.Errno(err)
 	}

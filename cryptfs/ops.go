@@ -255,6 +255,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	h := &fileHandle{fd: fd, rel: n.childLogPath("(unnamed)")}
 	child := n.fsys.newNode()
 	child.size.Store(0)
+	child.csize.Store(0)
 	n.fsys.fillAttr(&st, &out.Attr)
 	ch := n.NewInode(ctx, child, n.fsys.stableAttr(func() ([]byte, error) { return backing.FileHandle(fd) }, &st))
 	child.addOpen(h)
@@ -283,6 +284,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	// is known without another stat on the first write.
 	child := n.fsys.newNode()
 	child.size.Store(int64(crypto.PlainSize(st.Size)))
+	child.csize.Store(int64(st.Size))
 	n.fsys.fillAttr(&st, &out.Attr)
 	ch := n.NewInode(ctx, child, n.fsys.stableAttr(func() ([]byte, error) { return backing.FileHandle(fd) }, &st))
 	child.addOpen(h)
@@ -295,24 +297,30 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		return nil, 0, errno
 	}
 	defer release()
+	// Opened and registered under omu, so that an Unlink deciding whether
+	// the file is still open (removeEntry) cannot miss this open.
+	n.omu.Lock()
 	fd, err := d.OpenFile(b, backingFlags(flags), 0)
 	if err != nil {
+		n.omu.Unlock()
 		if errors.Is(err, backing.ErrNotRegular) {
 			n.fsys.log.WithField("path", n.logPath()).Error("a file in the backing folder was replaced by another type")
 		}
 		return nil, 0, backing.Errno(err)
 	}
 	h := &fileHandle{fd: fd, rel: n.logPath(), appends: flags&syscall.O_APPEND != 0}
+	n.open = append(n.open, h)
+	n.omu.Unlock()
 	if flags&syscall.O_TRUNC != 0 {
 		// (Kernels without atomic O_TRUNC, which go-fuse does not ask
 		// for, send a truncating SETATTR instead.) A read-only open
 		// may truncate too, so truncate opens its own descriptor.
 		if errno := n.truncate(self{fd: -1, dir: d, name: b}, 0); errno != 0 {
+			n.released(h)
 			unix.Close(fd)
 			return nil, 0, errno
 		}
 	}
-	n.addOpen(h)
 	return h, openFlags, 0
 }
 
@@ -322,9 +330,15 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		return nil, errno
 	}
 	defer release()
+	cost := int64(backing.DirUsage + crypto.DirIVSize)
+	if errno := n.fsys.quota.reserve(cost); errno != 0 {
+		n.abandonEntry(pd, b)
+		return nil, errno
+	}
 	// Owner rwx until the IV is in, for a daemon that is not root; adopt
 	// sets the requested mode afterwards.
 	if err := pd.Mkdir(b, mode&0o7777|0o700); err != nil {
+		n.fsys.quota.charge(-cost)
 		n.abandonEntry(pd, b)
 		return nil, backing.Errno(err)
 	}
@@ -339,7 +353,9 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		}
 	}
 	if err != nil {
-		pd.Rmdir(b)
+		if pd.Rmdir(b) == nil {
+			n.fsys.quota.charge(-cost)
+		}
 		n.abandonEntry(pd, b)
 		return nil, backing.Errno(err)
 	}
@@ -398,15 +414,22 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		return nil, errno
 	}
 	defer release()
+	cost := int64(len(stored) + len(blob))
+	if errno := n.fsys.quota.reserve(cost); errno != 0 {
+		n.abandonEntry(d, b)
+		return nil, errno
+	}
 	if blob != nil {
 		// A long target's file goes in first: a crash leaves at most an
 		// unreferenced file, never a symlink without its target.
 		if err := backing.WriteLongTarget(n.fsys.root, stored, blob); err != nil {
+			n.fsys.quota.charge(-cost)
 			n.abandonEntry(d, b)
 			return nil, backing.Errno(err)
 		}
 	}
 	if err := d.Symlink(stored, b); err != nil {
+		n.fsys.quota.charge(-cost)
 		n.abandonEntry(d, b)
 		if blob != nil {
 			n.fsys.root.Unlink(stored)
@@ -510,14 +533,14 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 		return errno
 	}
 	freed := n.freedLongTarget(d, b, name)
-	if err := d.Unlink(b); err != nil {
+	if err := n.removeEntry(d, b, name, func() error { return d.Unlink(b) }); err != nil {
 		return backing.Errno(err)
 	}
 	if long {
-		backing.RemoveLongName(d, b)
+		n.fsys.removeLongName(d, b)
 	}
 	if freed != "" {
-		n.fsys.root.Unlink(freed)
+		n.fsys.removeLongTarget(freed)
 	}
 	return 0
 }
@@ -532,11 +555,11 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if errno != 0 {
 		return errno
 	}
-	if errno := removeEmptyDir(d, b, func() error { return d.Rmdir(b) }); errno != 0 {
+	if errno := n.fsys.removeEmptyDir(d, b, func() error { return d.Rmdir(b) }); errno != 0 {
 		return errno
 	}
 	if long {
-		backing.RemoveLongName(d, b)
+		n.fsys.removeLongName(d, b)
 	}
 	return 0
 }
@@ -544,7 +567,7 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 // removeEmptyDir runs remove (an rmdir, or a rename over the directory) on
 // the backing directory b in pd if it holds only bookkeeping, which it
 // deletes first: IV last, and put back if remove fails.
-func removeEmptyDir(pd *backing.Dir, b string, remove func() error) syscall.Errno {
+func (f *fsys) removeEmptyDir(pd *backing.Dir, b string, remove func() error) syscall.Errno {
 	d, err := pd.OpenDir(b)
 	if err != nil {
 		return backing.Errno(err)
@@ -570,15 +593,18 @@ func removeEmptyDir(pd *backing.Dir, b string, remove func() error) syscall.Errn
 	}
 	iv, ivErr := backing.ReadDirIV(d)
 	for _, name := range internal {
-		d.Unlink(name)
+		f.changeFile(d, name, func() error { return d.Unlink(name) })
 	}
+	ivSize := f.sizeOf(d, crypto.DirIVName)
 	d.Unlink(crypto.DirIVName)
 	if err := remove(); err != nil {
 		if ivErr == nil {
 			d.WriteNew(crypto.DirIVName, iv, 0o444)
 		}
+		f.quota.charge(f.sizeOf(d, crypto.DirIVName) - ivSize)
 		return backing.Errno(err)
 	}
+	f.quota.charge(-ivSize - backing.DirUsage)
 	return 0
 }
 
@@ -613,12 +639,18 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if flags&unix.RENAME_EXCHANGE == 0 {
 		freed = np.freedLongTarget(nd, nb, newName)
 	}
-	err := backing.Rename(od, ob, nd, nb, uint(flags))
+	rename := func() error { return backing.Rename(od, ob, nd, nb, uint(flags)) }
+	var err error
+	if flags&unix.RENAME_EXCHANGE != 0 {
+		err = rename()
+	} else {
+		err = np.removeEntry(nd, nb, newName, rename)
+	}
 	if (err == unix.ENOTEMPTY || err == unix.EEXIST) && flags == 0 {
 		// The target may be a directory that is empty but for its IV.
 		var st unix.Statx_t
 		if nd.Lstat(nb, &st) == nil && uint32(st.Mode)&syscall.S_IFMT == syscall.S_IFDIR {
-			errno := removeEmptyDir(nd, nb, func() error {
+			errno := n.fsys.removeEmptyDir(nd, nb, func() error {
 				return backing.Rename(od, ob, nd, nb, 0)
 			})
 			err = nil
@@ -636,11 +668,11 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		// both names in place.
 		var st unix.Statx_t
 		if od.Lstat(ob, &st) == unix.ENOENT {
-			backing.RemoveLongName(od, ob)
+			n.fsys.removeLongName(od, ob)
 		}
 	}
 	if freed != "" {
-		n.fsys.root.Unlink(freed)
+		n.fsys.removeLongTarget(freed)
 	}
 	return 0
 }
@@ -658,6 +690,7 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	out.Bsize = uint32(s.Bsize)
 	out.Frsize = uint32(s.Frsize)
 	out.NameLen = 255 // long names are hashed, so every name ext4 takes fits
+	n.fsys.quota.statfs(out)
 	return 0
 }
 
@@ -690,7 +723,7 @@ func (n *node) prepareEntry(name string) (*backing.Dir, string, func(), syscall.
 	if errno == 0 && long {
 		var enc string
 		if enc, errno = n.encodedName(name); errno == 0 {
-			errno = backing.Errno(backing.WriteLongName(d, b, enc))
+			errno = n.fsys.writeLongName(d, b, enc)
 		}
 	}
 	if errno != 0 {
@@ -709,7 +742,7 @@ func (n *node) abandonEntry(d *backing.Dir, b string) {
 	}
 	var st unix.Statx_t
 	if d.Lstat(b, &st) == unix.ENOENT {
-		backing.RemoveLongName(d, b)
+		n.fsys.removeLongName(d, b)
 	}
 }
 

@@ -238,6 +238,7 @@ func (n *node) openContent(h *fileHandle) (*crypto.FileCipher, int64, syscall.Er
 		return nil, 0, backing.Errno(err)
 	}
 	if st.Size <= crypto.FileHeaderSize {
+		n.csize.Store(int64(st.Size))
 		return nil, 0, 0
 	}
 	id, err := backing.ReadFileID(h.fd)
@@ -252,6 +253,7 @@ func (n *node) openContent(h *fileHandle) (*crypto.FileCipher, int64, syscall.Er
 		return nil, 0, syscall.EIO
 	}
 	end, errno := n.repairTail(h, fc, int64(st.Size))
+	n.repaired(int64(st.Size), end)
 	switch {
 	case errno != 0:
 		return nil, 0, errno

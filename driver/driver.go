@@ -50,6 +50,9 @@ type Config struct {
 	// Metrics, if set, hears of each volume's mounts (through the default
 	// Mounter) and removal.
 	Metrics Metrics
+	// DefaultSize is the size limit of volumes created without a size
+	// option, in bytes; 0 is none.
+	DefaultSize int64
 	// Log receives the driver's log; nil discards.
 	Log *logrus.Entry
 	// LockWait bounds how long a request waits for another request on the
@@ -146,6 +149,9 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.RemoveGrace < 0 {
 		return nil, errors.New("driver: RemoveGrace is negative")
 	}
+	if cfg.DefaultSize != 0 && cfg.DefaultSize < MinSize {
+		return nil, fmt.Errorf("driver: DefaultSize below %d bytes", MinSize)
+	}
 	if cfg.KeyKind == "" {
 		cfg.KeyKind = "key file"
 	}
@@ -220,6 +226,12 @@ func newID() (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
+// sameButSize reports whether a and b differ at most in their size limit.
+func sameButSize(a, b store.Options) bool {
+	a.Size, b.Size = 0, 0
+	return a == b
+}
+
 // Create makes a new encrypted volume. Re-creating a volume with the same
 // options is a no-op; with different ones it is an error, because the
 // engine would otherwise let the user believe the new options took effect.
@@ -230,6 +242,10 @@ func (d *Driver) Create(r *volume.CreateRequest) error {
 	opts, err := ParseOptions(r.Options)
 	if err != nil {
 		return classed(ErrInvalid, "create %s: %w", r.Name, err)
+	}
+	_, sized := r.Options["size"]
+	if !sized {
+		opts.Size = d.cfg.DefaultSize
 	}
 	v, unlock, err := d.lockName(r.Name)
 	if err != nil {
@@ -242,6 +258,10 @@ func (d *Driver) Create(r *volume.CreateRequest) error {
 	case err == nil && old.Removing:
 		return classed(ErrConflict, "create %s: the volume is being removed (its key is already destroyed); finish with: docker volume rm %s", r.Name, r.Name)
 	case err == nil && old.Options == opts:
+		return nil
+	case err == nil && !sized && sameButSize(old.Options, opts):
+		// The default size may have changed since: the volume keeps
+		// the limit it was made with.
 		return nil
 	case err == nil:
 		return classed(ErrConflict, "create %s: volume already exists with different options (%s, requested %s); remove it first or repeat the original options", r.Name, formatOptions(old.Options), formatOptions(opts))

@@ -14,6 +14,8 @@ import (
 
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/sirupsen/logrus"
+
+	"github.com/securevol/securevol/internal/logging"
 )
 
 // MaxRequestBytes bounds a request body. The engine's largest request is a
@@ -88,7 +90,7 @@ func NewHandler(drv volume.Driver, log *logrus.Entry) http.Handler {
 			start := time.Now()
 			defer func() {
 				if p := recover(); p != nil {
-					log.WithField("call", path).Errorf("panic: %v\n%s", p, debug.Stack())
+					log.WithField(logging.FieldOp, path).Errorf("panic: %v\n%s", p, debug.Stack())
 					writeJSON(w, http.StatusInternalServerError, volume.ErrorResponse{Err: "internal error in the securevol plugin (see its log)"})
 				}
 			}()
@@ -123,7 +125,7 @@ func NewHandler(drv volume.Driver, log *logrus.Entry) http.Handler {
 			default:
 				writeJSON(w, http.StatusOK, res)
 			}
-			log.WithFields(logrus.Fields{"call": path, "took": time.Since(start).Round(time.Microsecond), "error": errString(err)}).Debug("request")
+			log.WithFields(logrus.Fields{logging.FieldOp: path, "took": time.Since(start).Round(time.Microsecond), "error": errString(err)}).Debug("request")
 		})
 	}
 

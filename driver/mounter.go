@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
@@ -18,14 +19,29 @@ import (
 )
 
 // Mounter shows the plaintext of an encrypted backing folder at mountpoint
-// (which exists and is empty) until the returned Mount is unmounted.
-type Mounter func(backing, mountpoint, name string, keys *crypto.VolumeKeys, log *logrus.Entry) (Mount, error)
+// (which exists and is empty) until the returned Mount is unmounted. size
+// limits what the backing folder may hold, in bytes (0: no limit).
+type Mounter func(backing, mountpoint, name string, keys *crypto.VolumeKeys, size int64, log *logrus.Entry) (Mount, error)
 
 // Mount is a live mount; *fuse.Server is one.
 type Mount interface {
 	Unmount() error
 	Wait()
 }
+
+// usageCounter is a Mount that counts what its backing folder holds (one
+// with a size limit), so Status need not walk it.
+type usageCounter interface {
+	Used() int64
+}
+
+// limitedMount is a FUSE mount with a size limit.
+type limitedMount struct {
+	*fuse.Server
+	quota *cryptfs.Quota
+}
+
+func (m limitedMount) Used() int64 { return m.quota.Used() }
 
 // Metrics watches the volumes for monitoring (*metrics.Metrics is one).
 type Metrics interface {
@@ -40,7 +56,7 @@ type Metrics interface {
 // non-root container users in, with the kernel checking modes as on any
 // local filesystem.
 func FUSEMounter(metrics Metrics) Mounter {
-	return func(backing, mountpoint, name string, keys *crypto.VolumeKeys, log *logrus.Entry) (Mount, error) {
+	return func(backing, mountpoint, name string, keys *crypto.VolumeKeys, size int64, log *logrus.Entry) (Mount, error) {
 		opts := cryptfs.Options{
 			Log:        log,
 			AllowOther: true,
@@ -51,12 +67,18 @@ func FUSEMounter(metrics Metrics) Mounter {
 			// with 1 MiB.
 			MaxWrite: 256 << 10,
 		}
+		if size > 0 {
+			opts.Quota = cryptfs.NewQuota(size)
+		}
 		if metrics != nil {
 			opts.Observer = metrics.Volume(name)
 		}
 		srv, err := cryptfs.Mount(backing, mountpoint, keys, opts)
 		if err != nil {
 			return nil, err
+		}
+		if opts.Quota != nil {
+			return limitedMount{srv, opts.Quota}, nil
 		}
 		return srv, nil
 	}

@@ -385,7 +385,7 @@ func onlyInternal(dir string) bool {
 // labelOptions reads a volume's options back from its header labels.
 func labelOptions(labels map[string]string) (store.Options, error) {
 	opts := map[string]string{}
-	for _, k := range []string{"uid", "gid", "mode"} {
+	for _, k := range []string{"uid", "gid", "mode", "size"} {
 		if v, ok := labels[k]; ok {
 			opts[k] = v
 		}

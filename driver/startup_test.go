@@ -19,7 +19,7 @@ import (
 // with its options and creation time.
 func TestRebuildFromFolders(t *testing.T) {
 	e := newEnv(t)
-	e.create("alpha", map[string]string{"uid": "1000", "mode": "0700"})
+	e.create("alpha", map[string]string{"uid": "1000", "mode": "0700", "size": "64M"})
 	e.create("beta", nil)
 	want := map[string]*store.Volume{"alpha": e.record("alpha"), "beta": e.record("beta")}
 	e.close()

@@ -18,7 +18,7 @@ const sizeWalkLimit = 5000
 func (d *Driver) status(v *store.Volume) map[string]interface{} {
 	st := map[string]interface{}{
 		"id":         v.ID,
-		"root":       formatOptions(v.Options),
+		"root":       formatRoot(v.Options),
 		"mounts":     references(v),
 		"mounted":    d.live(v.Name) != nil,
 		"master_key": d.cfg.KeyKind,
@@ -43,7 +43,11 @@ func (d *Driver) status(v *store.Volume) map[string]interface{} {
 		state = "error: " + err.Error()
 	}
 	st["state"] = state
-	if size, complete, err := backingSize(dir); err == nil {
+	if limit := v.Options.Size; limit > 0 {
+		st["size_limit"] = humanBytes(limit)
+		st["size_limit_bytes"] = limit
+	}
+	if size, complete, err := d.used(v.Name, dir); err == nil {
 		if complete {
 			st["backing_size"] = humanBytes(size)
 		} else {
@@ -54,7 +58,42 @@ func (d *Driver) status(v *store.Volume) map[string]interface{} {
 	return st
 }
 
-// backingSize sums the sizes of the files in the backing folder dir,
+// UsedBytes is what the volume name's backing folder holds, counted as a
+// size limit counts it (cryptfs.Quota), for metrics (metrics.Options):
+// live and free while it is mounted with a limit, else from a walk of at
+// most sizeWalkLimit entries (a few milliseconds); ok is false if that
+// walk could not finish, or for an unknown volume.
+func (d *Driver) UsedBytes(name string) (bytes int64, ok bool) {
+	v, err := d.cfg.Store.Get(name)
+	if err != nil {
+		return 0, false
+	}
+	size, complete, err := d.used(name, d.backing(v.ID))
+	return size, err == nil && complete
+}
+
+// LimitBytes is the volume name's size limit; ok is false if it has none.
+func (d *Driver) LimitBytes(name string) (bytes int64, ok bool) {
+	v, err := d.cfg.Store.Get(name)
+	if err != nil || v.Options.Size == 0 {
+		return 0, false
+	}
+	return v.Options.Size, true
+}
+
+// used is what a volume's backing folder holds, counted as a size limit
+// counts it: live from the mount where it keeps count (a volume with a
+// limit, mounted), else by walking the folder dir (backingSize).
+func (d *Driver) used(name, dir string) (size int64, complete bool, err error) {
+	if lm := d.live(name); lm != nil {
+		if c, ok := lm.m.(usageCounter); ok {
+			return c.Used(), true, nil
+		}
+	}
+	return backingSize(dir)
+}
+
+// backingSize is what the backing folder dir holds (backing.Usage),
 // stopping after sizeWalkLimit entries (complete is then false).
 func backingSize(dir string) (size int64, complete bool, err error) {
 	err = backing.WithRoot(dir, func(root *backing.Dir) error {

@@ -1,12 +1,15 @@
 package driver
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+
+	units "github.com/docker/go-units"
 
 	"github.com/securevol/securevol/store"
 )
@@ -50,6 +53,7 @@ var optionHelp = map[string]string{
 	"uid":  "owner of the volume's root directory (number)",
 	"gid":  "group of the volume's root directory (number)",
 	"mode": "permissions of the volume's root directory (octal, e.g. 0750)",
+	"size": "most the volume may hold (e.g. 500M, 10G; binary units: 10G = 10 GiB)",
 }
 
 func validOptionNames() string { return strings.Join(slices.Sorted(maps.Keys(optionHelp)), ", ") }
@@ -105,22 +109,67 @@ func ParseOptions(opts map[string]string) (store.Options, error) {
 				return o, fmt.Errorf("invalid mode: must be octal permission bits from 0 to 7777, e.g. 0750")
 			}
 			o.Mode = uint32(n)
+		case "size":
+			n, err := parseSize(v)
+			if err != nil {
+				return o, err
+			}
+			o.Size = n
 		}
 	}
 	return o, nil
 }
 
+// MinSize is the smallest size limit: the volume's own bookkeeping takes
+// about 5 KiB, and a smaller limit is far more likely a missing unit
+// ("size=10") than a wish.
+const MinSize = 1 << 20
+
+// parseSize reads a size limit in go-units' RAMInBytes syntax: a number
+// with an optional k, m, g, t or p (optionally followed by b or ib, any
+// case), all binary. Binary because that is what the size options users
+// know mean: Docker's local driver and --storage-opt size parse them with
+// RAMInBytes, and lvm (the lvm volume plugin) reads 10G as 10 GiB. The
+// error does not repeat the value (see ParseOptions).
+func parseSize(v string) (int64, error) {
+	n, err := units.RAMInBytes(v)
+	if err != nil {
+		return 0, errors.New("invalid size: give a number of bytes with an optional unit k, m, g, t or p (binary: 10G = 10 GiB), e.g. 500M or 10G")
+	}
+	if n < MinSize {
+		// Also a value too large for 64 bits, which go-units turns
+		// negative.
+		return 0, fmt.Errorf("invalid size: must be at least %s and below 8 EiB", humanBytes(MinSize))
+	}
+	return n, nil
+}
+
 // optionLabels renders options for the backing folder's header, from which
-// a lost database is rebuilt.
+// a lost database is rebuilt. A size limit is a label like the others (the
+// header's labels are a map: no format change); volumes without one keep
+// the labels they always had.
 func optionLabels(o store.Options) map[string]string {
-	return map[string]string{
+	l := map[string]string{
 		"uid":  strconv.FormatUint(uint64(o.UID), 10),
 		"gid":  strconv.FormatUint(uint64(o.GID), 10),
 		"mode": fmt.Sprintf("%04o", o.Mode),
 	}
+	if o.Size > 0 {
+		l["size"] = strconv.FormatInt(o.Size, 10)
+	}
+	return l
 }
 
-// formatOptions is the human form used in messages and Status.
+// formatOptions is the human form used in messages.
 func formatOptions(o store.Options) string {
+	s := formatRoot(o)
+	if o.Size > 0 {
+		s += fmt.Sprintf(" size=%d (%s)", o.Size, humanBytes(o.Size))
+	}
+	return s
+}
+
+// formatRoot is the root directory's part of the options, for Status.
+func formatRoot(o store.Options) string {
 	return fmt.Sprintf("uid=%d gid=%d mode=%04o", o.UID, o.GID, o.Mode)
 }

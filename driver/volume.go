@@ -141,7 +141,7 @@ func (v *vol) attach() error {
 			return err
 		}
 	}
-	m, err := d.cfg.Mounter(v.dir(), mp, v.name, keys, d.log.WithField("volume", v.name))
+	m, err := d.cfg.Mounter(v.dir(), mp, v.name, keys, v.rec.Options.Size, d.log.WithField("volume", v.name))
 	if err != nil {
 		os.Remove(mp)
 		return err

@@ -56,6 +56,7 @@ type plugin struct {
 
 	// legacy
 	args    []string
+	env     []string // added to the daemon's environment
 	daemon  *exec.Cmd
 	exited  chan struct{}
 	logPath string
@@ -228,6 +229,7 @@ func (p *plugin) startDaemon(t testing.TB) {
 	}
 	defer logf.Close()
 	cmd := exec.Command(env.bin, p.args...)
+	cmd.Env = append(os.Environ(), p.env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start securevol serve: %v", err)

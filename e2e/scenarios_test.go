@@ -38,11 +38,14 @@ var scenarios = []scenario{
 	{"RemoveInUseFailsThenShreds", true, testRemove},
 	{"InspectShowsStatusNoSecret", true, testInspect},
 	{"BadOptionsRefused", true, testBadOptions},
+	{"SizeLimit", true, testSizeLimit},
 	{"NonRootUser", true, testNonRoot},
 	{"WebAppKeepsUploads", true, testWebApp},
 	{"Compose", true, testCompose},
 	{"DriverNameResolves", false, testDriverName},
 	{"DisableRefusedWithVolumes", false, testDisableRefused},
+	{"RemoveGraceUndelete", true, testRemoveGraceUndelete},
+	{"MetricsFromHost", true, testMetricsFromHost},
 	{"Kill9", true, testKill9},
 	{"RestartDockerd", true, testRestartDockerd},
 	{"NoSecretInLogs", true, testNoSecretInLogs},
@@ -182,8 +185,8 @@ func testDockerCp(t *testing.T, p *plugin) {
 }
 
 var (
-	createCallRE = regexp.MustCompile(`call=/VolumeDriver\.Create\b`)
-	removeCallRE = regexp.MustCompile(`call=/VolumeDriver\.Remove\b`)
+	createCallRE = regexp.MustCompile(`op=/VolumeDriver\.Create\b`)
+	removeCallRE = regexp.MustCompile(`op=/VolumeDriver\.Remove\b`)
 	createdVolRE = regexp.MustCompile(`created volume.*volume=([0-9a-f]{64})`)
 	removedVolRE = regexp.MustCompile(`removed volume.*volume=([0-9a-f]{64})`)
 )
@@ -302,9 +305,11 @@ func testInspect(t *testing.T, p *plugin) {
 // that says what is valid, and leave no volume behind.
 func testBadOptions(t *testing.T, p *plugin) {
 	for _, tc := range []struct{ opt, want string }{
-		{"colour=blue", "valid options: gid, mode, uid"},
+		{"colour=blue", "valid options: gid, mode, size, uid"},
 		{"password=hunter2", "takes no secrets"},
 		{"uid=-1", "invalid uid"},
+		{"size=10", "at least 1.0 MiB"},
+		{"size=ten", "invalid size"},
 	} {
 		name := uniq("bad")
 		msg := dockerFails(t, "volume", "create", "-d", p.name, "-o", tc.opt, name)
@@ -319,6 +324,35 @@ func testBadOptions(t *testing.T, p *plugin) {
 			dockerTry("volume", "rm", "-f", name)
 		}
 	}
+}
+
+// testSizeLimit: -o size= limits a volume: df inside a container shows the
+// limit as its size, dd past it fails with "No space left on device", and
+// docker volume inspect shows the limit and the use.
+func testSizeLimit(t *testing.T, p *plugin) {
+	const limit = 8 << 20
+	vol := newVolume(t, p, "size=8M")
+	got := runSh(t, `
+		df -P -k /data | tail -n 1 | awk '{print "size", $2}'
+		dd if=/dev/zero of=/data/f bs=1M count=20 2>&1 || echo dd failed
+		ls -l /data/f | awk '{print "wrote", $5}'`, "-v", vol+":/data")
+	if !strings.Contains(got, fmt.Sprintf("size %d\n", limit>>10)) {
+		t.Errorf("df inside the container does not show the 8 MiB limit:\n%s", got)
+	}
+	if !strings.Contains(got, "No space left on device") || !strings.Contains(got, "dd failed") {
+		t.Errorf("dd past the limit did not fail with ENOSPC:\n%s", got)
+	}
+	var wrote int
+	if _, err := fmt.Sscanf(got[strings.LastIndex(got, "wrote "):], "wrote %d", &wrote); err != nil || wrote > limit || wrote < limit*3/4 {
+		t.Errorf("dd wrote %d bytes (%v), want most of the %d-byte limit:\n%s", wrote, err, limit, got)
+	}
+	info := inspectVolume(t, vol)
+	used := info.statusInt(t, "backing_bytes")
+	if info.statusInt(t, "size_limit_bytes") != limit || info.statusString(t, "size_limit") != "8.0 MiB" || used > limit || used < wrote {
+		t.Errorf("Status %v: want size_limit_bytes %d and backing_bytes from %d up to it", info.Status, limit, wrote)
+	}
+	// Deleting makes room again.
+	runSh(t, "rm /data/f && head -c 4194304 /dev/zero > /data/g", "-v", vol+":/data")
 }
 
 // testNonRoot: -o uid/gid/mode give a non-root container user its volume;

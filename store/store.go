@@ -51,12 +51,15 @@ var (
 	ErrBadRecord = errors.New("damaged record")
 )
 
-// Options are the owner and permissions of a volume's root directory: the
-// only volume options securevol takes (see driver.ParseOptions).
+// Options are a volume's options (see driver.ParseOptions): the owner and
+// permissions of its root directory, and its size limit.
 type Options struct {
 	UID  uint32 `json:"uid"`
 	GID  uint32 `json:"gid"`
 	Mode uint32 `json:"mode"` // permission bits (and setgid/sticky), e.g. 0o755
+	// Size is the most the volume's backing folder may hold, in bytes
+	// (cryptfs.Quota says what counts); 0 means no limit.
+	Size int64 `json:"size,omitempty"`
 }
 
 // Volume is one volume's record.

@@ -70,7 +70,7 @@ func TestAttackDaemonHeader(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d := newDaemon(t, bin)
+			d := newServeProc(t, bin)
 			d.start()
 			d.must("/VolumeDriver.Create", map[string]any{"Name": "victim"}, nil)
 			conf := filepath.Join(volumeFolder(t, d), crypto.HeaderName)
@@ -86,7 +86,7 @@ func TestAttackDaemonHeader(t *testing.T) {
 }
 
 // volumeFolder is the backing folder of the daemon's only volume.
-func volumeFolder(t *testing.T, d *daemon) string {
+func volumeFolder(t *testing.T, d *serveProc) string {
 	t.Helper()
 	ents, err := os.ReadDir(filepath.Join(d.stateDir, "volumes"))
 	if err != nil || len(ents) != 1 {
@@ -95,7 +95,7 @@ func volumeFolder(t *testing.T, d *daemon) string {
 	return filepath.Join(d.stateDir, "volumes", ents[0].Name())
 }
 
-func runDaemonHeaderAttack(t *testing.T, d *daemon, conf string) {
+func runDaemonHeaderAttack(t *testing.T, d *serveProc, conf string) {
 	var shown []string // every text the planted bytes could reach
 	var got *volInfo
 	getOp := attacktest.Start(func() (err error) { got, err = d.get("victim"); return err })

@@ -1,56 +1,68 @@
 // Command securevol is the Docker volume plugin daemon and its tools.
-//
-//	securevol serve                 run the volume plugin daemon
-//	securevol key generate FILE     write a new random master key
-//	securevol key rotate ...        re-wrap every volume's key under a new master key
-//	securevol init DIR              make DIR an encrypted directory
-//	securevol mount DIR MOUNTPOINT  mount an encrypted directory (foreground)
-//	securevol fsck DIR              authenticate every name and block
-//	securevol version
+// Every command is defined in this package (flags, help, output); the work
+// is done by the packages it calls: daemon, keysource, backing, cryptfs,
+// fsck. `securevol --help` lists the commands, `securevol man DIR` writes
+// their man pages.
 package main
 
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/securevol/securevol/crypto"
+	"github.com/securevol/securevol/daemon"
+	"github.com/securevol/securevol/internal/logging"
 	"github.com/securevol/securevol/keyfile"
+	"github.com/securevol/securevol/keysource"
+	"github.com/securevol/securevol/store"
 )
 
-// version is set at build time by the Makefile.
+// version is set at build time by the Makefile (-X main.version=...).
 var version = "dev"
 
-// errUsage marks errors for which the usage text helps.
-var errUsage = errors.New("usage")
-
-type command struct {
-	name  string
-	usage string
-	run   func(args []string) error
+// streams are the command's standard input, output and error.
+type streams struct {
+	in       *os.File
+	out, err io.Writer
 }
 
-func commands() []command {
-	return []command{
-		{"serve", "serve [flags]                 run the Docker volume plugin daemon", runServe},
-		{"key", "key generate FILE | key rotate --new-key-file F", runKey},
-		{"init", "init (--key-file F | --passphrase-file F) DIR", runInit},
-		{"mount", "mount (--key-file F | --passphrase-file F) DIR MOUNTPOINT", runMount},
-		{"fsck", "fsck (--key-file F | --passphrase-file F) DIR", runFsck},
-		{"version", "version", func([]string) error { fmt.Println("securevol", version); return nil }},
-	}
+func main() {
+	os.Exit(run(os.Args[1:], streams{in: os.Stdin, out: os.Stdout, err: os.Stderr}))
 }
 
-func usage() string {
-	s := "usage: securevol COMMAND [flags]\n\ncommands:\n"
-	for _, c := range commands() {
-		s += "  " + c.usage + "\n"
+// run runs the command line args and returns the exit status: 0, 1 for a
+// failure, 2 for a command line that is wrong.
+func run(args []string, s streams) int {
+	root := newRootCmd(s, daemon.Run)
+	root.SetArgs(args)
+	cmd, err := root.ExecuteC()
+	if err == nil {
+		return 0
 	}
-	return s
+	fmt.Fprintf(s.err, "%s: %v%s\n", cmd.CommandPath(), err, hint(err))
+	if isUsage(err) {
+		fmt.Fprintf(s.err, "Run '%s --help' for usage.\n", cmd.CommandPath())
+		return 2
+	}
+	return 1
+}
+
+// usageError marks an error in the command line itself.
+type usageError struct{ error }
+
+func (u usageError) Unwrap() error { return u.error }
+
+// isUsage reports whether err is the command line's fault.
+func isUsage(err error) bool {
+	var u usageError
+	return errors.As(err, &u) || errors.Is(err, keysource.ErrConflict) || errors.Is(err, keysource.ErrNone) ||
+		errors.Is(err, logging.ErrLevel) || errors.Is(err, logging.ErrFormat)
 }
 
 // hint is the command-line fix for an error from a lower layer, which
-// says what is wrong but not which command fixes it.
+// says what is wrong but not which command or flag fixes it.
 func hint(err error) string {
 	var kf *keyfile.Error
 	isKF := errors.As(err, &kf)
@@ -62,41 +74,25 @@ func hint(err error) string {
 	case isKF && errors.Is(err, keyfile.ErrKeySize):
 		return "; create a key file with: securevol key generate FILE"
 	case errors.Is(err, crypto.ErrNeedsPassphrase):
-		return "; open it with --passphrase-file"
+		return "; open it with --passphrase-file (or type the passphrase: give no key flag, on a terminal)"
 	case errors.Is(err, crypto.ErrNeedsRawKey):
-		return "; open it with --key-file"
+		return "; open it with --key-file or --key-command"
+	case errors.Is(err, keysource.ErrConflict):
+		return ": give only one of --key-file, --passphrase-file and --key-command"
+	case errors.Is(err, keysource.ErrNone):
+		return ": give --key-file, --passphrase-file or --key-command (or run on a terminal to type a passphrase)"
+	case errors.Is(err, store.ErrDamaged):
+		return "; move it aside and start with --rebuild"
+	case errors.Is(err, daemon.ErrRunning):
+		return "; stop the other daemon first, or give another --state-dir"
+	case errors.Is(err, daemon.ErrKeyMissing):
+		return "; restore the key file from its backup"
+	case errors.Is(err, daemon.ErrKeySource):
+		return "; stop serve, run securevol key rotate with the same key flags as serve and --new-key-file NEW, then start serve with --key-file NEW"
+	case errors.Is(err, daemon.ErrNoDaemon):
+		return "; is securevol serve running on this --state-dir?"
+	case errors.Is(err, daemon.ErrForbidden), errors.Is(err, os.ErrPermission) && os.Geteuid() != 0:
+		return "; run it as root"
 	}
 	return ""
-}
-
-func main() {
-	os.Exit(run(os.Args[1:]))
-}
-
-func run(args []string) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(os.Stderr, usage())
-		if len(args) == 0 {
-			return 2
-		}
-		return 0
-	}
-	for _, c := range commands() {
-		if c.name != args[0] {
-			continue
-		}
-		err := c.run(args[1:])
-		switch {
-		case err == nil:
-			return 0
-		case errors.Is(err, errUsage):
-			fmt.Fprintf(os.Stderr, "securevol %s: %v\nusage: securevol %s\n", c.name, err, c.usage)
-			return 2
-		default:
-			fmt.Fprintf(os.Stderr, "securevol %s: %v%s\n", c.name, err, hint(err))
-			return 1
-		}
-	}
-	fmt.Fprintf(os.Stderr, "securevol: unknown command %q\n\n%s", args[0], usage())
-	return 2
 }

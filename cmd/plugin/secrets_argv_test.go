@@ -123,7 +123,7 @@ func TestNoSecretInProcessList(t *testing.T) {
 	t.Run("key-command", func(t *testing.T) {
 		// Files are written before t.Parallel: a child forked by another
 		// subtest meanwhile would hold the script open (ETXTBSY at exec).
-		d := newDaemon(t, bin)
+		d := newServeProc(t, bin)
 		key := randBytes(32)
 		forms := secretForms(key)
 		keyHex := filepath.Join(d.dir, "key.hex")
@@ -190,7 +190,7 @@ exec cat $d/key.hex
 
 	t.Run("passphrase-file", func(t *testing.T) {
 		t.Parallel()
-		d := newDaemon(t, bin)
+		d := newServeProc(t, bin)
 		pass := []byte("correct horse battery staple " + hex.EncodeToString(randBytes(8)))
 		pf := filepath.Join(d.dir, "pass")
 		os.WriteFile(pf, append(pass, '\n'), 0o600)
@@ -201,7 +201,7 @@ exec cat $d/key.hex
 
 	t.Run("key-file", func(t *testing.T) {
 		t.Parallel()
-		d := newDaemon(t, bin)
+		d := newServeProc(t, bin)
 		d.start()
 		key, err := os.ReadFile(d.keyFile)
 		if err != nil || len(key) != 32 {
@@ -213,7 +213,7 @@ exec cat $d/key.hex
 
 // checkServing scans once the daemon serves and again while it holds a
 // FUSE mount.
-func checkServing(t *testing.T, d *daemon, pid int, forms [][]byte) {
+func checkServing(t *testing.T, d *serveProc, pid int, forms [][]byte) {
 	t.Helper()
 	checkNoLeak(t, pid, forms, "serving")
 	d.must("/VolumeDriver.Create", map[string]any{"Name": "argv"}, nil)

@@ -33,7 +33,7 @@ func vmRSS(pid int) (int64, error) {
 // read through (target: under 150 MB).
 func BenchmarkServeRSS100Mounted(b *testing.B) {
 	testenv.RequireFUSE(b)
-	d := newDaemon(b, buildServeBinary(b))
+	d := newServeProc(b, buildServeBinary(b))
 	d.extra = []string{"--log-level", "info"}
 	d.start()
 	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB

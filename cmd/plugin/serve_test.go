@@ -1,295 +1,32 @@
 package main
 
 import (
-	"github.com/securevol/securevol/internal/mountinfo"
-
-	"github.com/securevol/securevol/internal/testenv"
-
 	"bytes"
-	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
+	"github.com/securevol/securevol/internal/testenv"
 	"github.com/securevol/securevol/keyfile"
 	"github.com/securevol/securevol/store"
 )
-
-// buildServeBinary returns the securevol binary built from this tree.
-func buildServeBinary(t testing.TB) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("builds and runs the daemon; skipped with -short")
-	}
-	built.once.Do(func() {
-		dir, err := os.MkdirTemp("", "securevol-test-bin-")
-		if err != nil {
-			built.err = err
-			return
-		}
-		built.bin = filepath.Join(dir, "securevol")
-		cmd := exec.Command("go", "build", "-o", built.bin, ".")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			built.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if built.err != nil {
-		t.Fatal(built.err)
-	}
-	return built.bin
-}
-
-// built is the binary the tests share: compiled once per test run (each
-// test used to link its own), removed by TestMain.
-var built struct {
-	once sync.Once
-	bin  string
-	err  error
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if built.bin != "" {
-		os.RemoveAll(filepath.Dir(built.bin))
-	}
-	os.Exit(code)
-}
-
-// daemon is one `securevol serve` process over a test's directories.
-type daemon struct {
-	t                                       testing.TB
-	bin                                     string
-	dir, stateDir, mountRoot, sock, keyFile string
-	extra                                   []string
-	cmd                                     *exec.Cmd
-	waitc                                   chan error
-	logs                                    *syncBuffer
-	client                                  *http.Client
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func newDaemon(t testing.TB, bin string) *daemon {
-	dir := t.TempDir()
-	d := &daemon{t: t, bin: bin, dir: dir, stateDir: filepath.Join(dir, "state"), mountRoot: filepath.Join(dir, "mnt"),
-		sock: filepath.Join(dir, "run", "securevol.sock"), keyFile: filepath.Join(dir, "etc", "master.key"), logs: &syncBuffer{}}
-	d.client = &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", d.sock)
-	}}}
-	t.Cleanup(func() {
-		d.kill()
-		// Whatever a failed test left mounted goes.
-		for range 3 {
-			mps := mountsBelow(d.mountRoot)
-			if len(mps) == 0 {
-				break
-			}
-			for _, mp := range mps {
-				unix.Unmount(mp, unix.MNT_DETACH)
-			}
-		}
-		if t.Failed() {
-			t.Logf("daemon log:\n%s", d.logs.String())
-		}
-	})
-	return d
-}
-
-func (d *daemon) args(extra ...string) []string {
-	a := []string{"serve", "--socket", d.sock, "--state-dir", d.stateDir, "--mount-root", d.mountRoot, "--log-level", "debug"}
-	if !containsFlag(d.extra, "--passphrase-file") && !containsFlag(d.extra, "--key-command") {
-		a = append(a, "--key-file", d.keyFile)
-	}
-	return append(append(a, d.extra...), extra...)
-}
-
-func containsFlag(args []string, f string) bool {
-	for _, a := range args {
-		if a == f {
-			return true
-		}
-	}
-	return false
-}
-
-// start runs serve and waits until it answers on its socket.
-func (d *daemon) start(extra ...string) {
-	d.t.Helper()
-	if err := d.tryStart(extra...); err != nil {
-		d.t.Fatal(err)
-	}
-}
-
-func (d *daemon) tryStart(extra ...string) error {
-	d.cmd = exec.Command(d.bin, d.args(extra...)...)
-	d.cmd.Stdout = d.logs
-	d.cmd.Stderr = d.logs
-	if err := d.cmd.Start(); err != nil {
-		return err
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- d.cmd.Wait() }()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-exited:
-			d.cmd = nil
-			return fmt.Errorf("serve exited before listening: %v\n%s", err, d.logs.String())
-		default:
-		}
-		if c, err := net.Dial("unix", d.sock); err == nil {
-			c.Close()
-			d.waitc = exited
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return fmt.Errorf("serve did not listen within 15 s\n%s", d.logs.String())
-}
-
-func (d *daemon) kill() {
-	if d.cmd == nil {
-		return
-	}
-	d.cmd.Process.Signal(syscall.SIGKILL)
-	<-d.waitc
-	d.cmd = nil
-}
-
-// stop sends SIGTERM and waits for a clean exit.
-func (d *daemon) stop() {
-	d.t.Helper()
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-d.waitc:
-		d.cmd = nil
-		if err != nil {
-			d.t.Fatalf("serve exited with %v after SIGTERM", err)
-		}
-	case <-time.After(10 * time.Second):
-		d.t.Fatal("serve still running 10 s after SIGTERM (the engine would SIGKILL it now)")
-	}
-}
-
-// call POSTs to the plugin socket like the engine and decodes the answer.
-func (d *daemon) call(path string, req any, res any) error {
-	d.t.Helper()
-	b, _ := json.Marshal(req)
-	resp, err := d.client.Post("http://plugin"+path, "application/vnd.docker.plugins.v1.1+json", bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	var e struct{ Err string }
-	json.Unmarshal(body, &e)
-	if resp.StatusCode != 200 || e.Err != "" {
-		return fmt.Errorf("%s: %d %s", path, resp.StatusCode, e.Err)
-	}
-	if res != nil {
-		return json.Unmarshal(body, res)
-	}
-	return nil
-}
-
-func (d *daemon) must(path string, req any, res any) {
-	d.t.Helper()
-	if err := d.call(path, req, res); err != nil {
-		d.t.Fatal(err)
-	}
-}
-
-func (d *daemon) mount(name, id string) string {
-	d.t.Helper()
-	var r struct{ Mountpoint string }
-	d.must("/VolumeDriver.Mount", map[string]string{"Name": name, "ID": id}, &r)
-	return r.Mountpoint
-}
-
-type volInfo struct {
-	Name, Mountpoint, CreatedAt string
-	Status                      map[string]any
-}
-
-func (d *daemon) get(name string) (*volInfo, error) {
-	var r struct{ Volume *volInfo }
-	err := d.call("/VolumeDriver.Get", map[string]string{"Name": name}, &r)
-	return r.Volume, err
-}
-
-func (d *daemon) list() []volInfo {
-	d.t.Helper()
-	var r struct{ Volumes []volInfo }
-	d.must("/VolumeDriver.List", struct{}{}, &r)
-	return r.Volumes
-}
-
-func mountsBelow(root string) []string {
-	ms, _ := mountinfo.Read()
-	var out []string
-	for _, m := range ms {
-		if m.Mountpoint != root && mountinfo.IsUnder(m.Mountpoint, root) {
-			out = append(out, m.Mountpoint)
-		}
-	}
-	return out
-}
-
-func writeSynced(t testing.TB, path string, data []byte) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // The whole life of the daemon: first start (key generated), volumes
 // created and mounted, data fsynced, kill -9, restart that keeps every
 // volume, reference and byte, then a clean SIGTERM.
 func TestServeCrashAndRestart(t *testing.T) {
 	testenv.RequireFUSE(t)
-	d := newDaemon(t, buildServeBinary(t))
+	d := newServeProc(t, buildServeBinary(t))
 	d.start()
 
 	// First start made a key, 0600, and said where it sits.
@@ -389,7 +126,7 @@ func TestServeCrashAndRestart(t *testing.T) {
 		t.Errorf("mounts left after SIGTERM: %v", mps)
 	}
 	// The database was closed (its lock is free) and kept beta's reference.
-	st, err := store.Open(dbPath(d.stateDir), time.Second)
+	st, err := store.Open(dbFile(d.stateDir), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -404,7 +141,7 @@ func TestServeCrashAndRestart(t *testing.T) {
 // folder, data included.
 func TestServeRebuild(t *testing.T) {
 	testenv.RequireFUSE(t)
-	d := newDaemon(t, buildServeBinary(t))
+	d := newServeProc(t, buildServeBinary(t))
 	d.start()
 	for _, n := range []string{"one", "two"} {
 		d.must("/VolumeDriver.Create", map[string]any{"Name": n, "Opts": map[string]string{"mode": "0700"}}, nil)
@@ -416,7 +153,7 @@ func TestServeRebuild(t *testing.T) {
 	d.stop()
 
 	// Damage the database beyond use; serve refuses it and names the way out.
-	if err := os.WriteFile(dbPath(d.stateDir), []byte("garbage, not a bolt file"), 0o600); err != nil {
+	if err := os.WriteFile(dbFile(d.stateDir), []byte("garbage, not a bolt file"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.tryStart(); err == nil || !strings.Contains(err.Error(), "--rebuild") {
@@ -434,7 +171,7 @@ func TestServeRebuild(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(mp, "keep")); err != nil || string(b) != "kept" {
 		t.Fatalf("data after rebuild: %q %v", b, err)
 	}
-	aside, _ := filepath.Glob(dbPath(d.stateDir) + ".before-rebuild-*")
+	aside, _ := filepath.Glob(dbFile(d.stateDir) + ".before-rebuild-*")
 	if len(aside) != 1 {
 		t.Fatalf("old database not kept aside: %v", aside)
 	}
@@ -445,7 +182,7 @@ func TestServeRebuild(t *testing.T) {
 func TestServeKeyRotation(t *testing.T) {
 	testenv.RequireFUSE(t)
 	bin := buildServeBinary(t)
-	d := newDaemon(t, bin)
+	d := newServeProc(t, bin)
 	d.start()
 	for _, n := range []string{"r1", "r2"} {
 		d.must("/VolumeDriver.Create", map[string]any{"Name": n}, nil)
@@ -506,7 +243,7 @@ func TestServeKeyRotation(t *testing.T) {
 // re-wrapped) is finished by the next start.
 func TestServeFinishesInterruptedRotation(t *testing.T) {
 	testenv.RequireFUSE(t)
-	d := newDaemon(t, buildServeBinary(t))
+	d := newServeProc(t, buildServeBinary(t))
 	d.start()
 	for _, n := range []string{"i1", "i2"} {
 		d.must("/VolumeDriver.Create", map[string]any{"Name": n}, nil)
@@ -546,14 +283,14 @@ func TestServeFinishesInterruptedRotation(t *testing.T) {
 func TestServeRefusals(t *testing.T) {
 	testenv.RequireFUSE(t)
 	bin := buildServeBinary(t)
-	d := newDaemon(t, bin)
+	d := newServeProc(t, bin)
 	d.start()
 	d.must("/VolumeDriver.Create", map[string]any{"Name": "v1"}, nil)
 
 	// A second daemon on the same state dir.
-	d2 := newDaemon(t, bin)
+	d2 := newServeProc(t, bin)
 	d2.stateDir, d2.keyFile, d2.mountRoot = d.stateDir, d.keyFile, d.mountRoot
-	if err := d2.tryStart(); err == nil || !strings.Contains(err.Error(), "another securevol serve is running") {
+	if err := d2.tryStart(); err == nil || !strings.Contains(err.Error(), "another securevol daemon uses this state dir") {
 		t.Fatalf("second daemon: %v", err)
 	}
 	// Rotation to a key file that others can read.
@@ -568,7 +305,7 @@ func TestServeRefusals(t *testing.T) {
 
 	// The key file went missing but volumes exist: no new key is made.
 	os.Rename(d.keyFile, d.keyFile+".moved")
-	if err := d.tryStart(); err == nil || !strings.Contains(err.Error(), "is missing but") {
+	if err := d.tryStart(); err == nil || !strings.Contains(err.Error(), "key file missing, but") {
 		t.Fatalf("start without the key: %v", err)
 	}
 	if _, err := os.Stat(d.keyFile); !errors.Is(err, os.ErrNotExist) {
@@ -588,7 +325,7 @@ func TestServeKeySources(t *testing.T) {
 	bin := buildServeBinary(t)
 
 	t.Run("passphrase", func(t *testing.T) {
-		d := newDaemon(t, bin)
+		d := newServeProc(t, bin)
 		pf := filepath.Join(d.dir, "pass")
 		os.WriteFile(pf, []byte("correct horse battery staple\n"), 0o600)
 		d.extra = []string{"--passphrase-file", pf}
@@ -613,7 +350,7 @@ func TestServeKeySources(t *testing.T) {
 	})
 
 	t.Run("key-command-env", func(t *testing.T) {
-		d := newDaemon(t, bin)
+		d := newServeProc(t, bin)
 		k := bytes.Repeat([]byte{0xab}, 32)
 		script := filepath.Join(d.dir, "getkey")
 		os.WriteFile(script, []byte("#!/bin/sh\necho "+hex.EncodeToString(k)+"\n"), 0o700)
@@ -638,7 +375,7 @@ func TestServeKeySources(t *testing.T) {
 		cmd.Env = append(os.Environ(), "SECUREVOL_SOCKET="+d.sock, "SECUREVOL_STATE_DIR="+d.stateDir, "SECUREVOL_MOUNT_ROOT="+d.mountRoot,
 			"SECUREVOL_KEY_COMMAND="+script, "SECUREVOL_LOG_FORMAT=json")
 		var logs syncBuffer
-		cmd.Stderr = &logs
+		cmd.Stdout, cmd.Stderr = &logs, &logs
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -658,59 +395,68 @@ func TestServeKeySources(t *testing.T) {
 	})
 }
 
-func TestParseServe(t *testing.T) {
-	t.Setenv("SECUREVOL_STATE_DIR", "/srv/sv")
-	t.Setenv("SECUREVOL_LOG_LEVEL", "warn")
-	c, err := parseServe([]string{"--log-level", "debug"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.stateDir != "/srv/sv" || c.mountRoot != "/srv/sv/mnt" || c.logLevel != "debug" || c.socket != defaultSocket || c.keyFile != defaultKeyFile || c.keyFileChosen {
-		t.Fatalf("%+v", c)
-	}
-	bad := [][]string{
-		{"--passphrase-file", "/p", "--key-command", "x"},
-		{"--key-file", "/k", "--passphrase-file", "/p"},
-		{"--log-format", "xml"},
-		{"--log-level", "loud"},
-		{"stray"},
-		{"--no-such-flag"},
-	}
-	for _, args := range bad {
-		if _, err := parseServe(args); !errors.Is(err, errUsage) {
-			t.Errorf("parseServe(%q) = %v, want a usage error", args, err)
+// Info and debug lines go to stdout and warnings to stderr, each line
+// whole, so the engine (which logs a managed plugin's stderr as errors)
+// and journald keep the levels.
+func TestServeLogStreams(t *testing.T) {
+	d := newServeProc(t, buildServeBinary(t))
+	d.start()
+	d.must("/VolumeDriver.Create", map[string]any{"Name": "logs"}, nil)
+	d.stop()
+	for _, tc := range []struct {
+		name       string
+		got        string
+		want, not  []string
+		wantLevels string
+	}{
+		{"stdout", d.stdout.String(), []string{"securevol ready", "created volume", "level=debug", "stopped"}, []string{"generated a new master key"}, "info debug"},
+		{"stderr", d.stderr.String(), []string{"generated a new master key"}, []string{"securevol ready", "level=info", "level=debug"}, "warning error"},
+	} {
+		for _, w := range tc.want {
+			if !strings.Contains(tc.got, w) {
+				t.Errorf("%s lacks %q:\n%s", tc.name, w, tc.got)
+			}
 		}
-	}
-	// Empty variables (a managed plugin's unset settable env) are unset.
-	t.Setenv("SECUREVOL_PASSPHRASE_FILE", "")
-	t.Setenv("SECUREVOL_KEY_FILE", "")
-	if c, err := parseServe(nil); err != nil || c.keyFile != defaultKeyFile || c.passFile != "" {
-		t.Fatalf("empty env: %+v %v", c, err)
-	}
-	t.Setenv("SECUREVOL_KEY_COMMAND", "/bin/getkey")
-	if _, err := parseServe([]string{"--key-file", "/k"}); err == nil {
-		t.Error("--key-file with SECUREVOL_KEY_COMMAND accepted")
+		for _, n := range tc.not {
+			if strings.Contains(tc.got, n) {
+				t.Errorf("%s holds %q:\n%s", tc.name, n, tc.got)
+			}
+		}
+		for _, line := range strings.Split(strings.TrimSpace(tc.got), "\n") {
+			lvl := ""
+			if _, rest, ok := strings.Cut(line, " level="); ok {
+				lvl, _, _ = strings.Cut(rest, " ")
+			}
+			if !strings.HasPrefix(line, "time=") || lvl == "" || !strings.Contains(tc.wantLevels, lvl) {
+				t.Errorf("%s: line %q", tc.name, line)
+			}
+		}
 	}
 }
 
-func TestDecodeKey(t *testing.T) {
-	k := bytes.Repeat([]byte{7}, 32)
-	good := map[string][]byte{
-		"raw":        k,
-		"raw+nl":     append(append([]byte(nil), k...), '\n'),
-		"hex":        []byte(hex.EncodeToString(k) + "\n"),
-		"base64":     []byte("BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\n"),
-		"base64-raw": []byte("  BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc "),
+// The systemd unit's NoNewPrivileges=yes leaves serve able to mount: it
+// makes its FUSE mounts with mount(2), no setuid helper.
+func TestServeNoNewPrivileges(t *testing.T) {
+	testenv.RequireFUSE(t)
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		testenv.Missing(t, "no setpriv (Debian package util-linux)")
 	}
-	for name, in := range good {
-		got, err := decodeKey(in)
-		if err != nil || !bytes.Equal(got, k) {
-			t.Errorf("%s: %x %v", name, got, err)
-		}
+	wrapper := filepath.Join(t.TempDir(), "securevol-nnp")
+	body := "#!/bin/sh\nexec " + setpriv + " --no-new-privs " + buildServeBinary(t) + " \"$@\"\n"
+	if err := os.WriteFile(wrapper, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
 	}
-	for _, in := range []string{"", "short", hex.EncodeToString(k[:31]), strings.Repeat("z", 64)} {
-		if _, err := decodeKey([]byte(in)); err == nil || strings.Contains(err.Error(), in[:min(len(in), 8)]) && in != "" {
-			t.Errorf("decodeKey(%q) = %v", in, err)
-		}
+	d := newServeProc(t, wrapper)
+	d.start()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	if err != nil || !strings.Contains(string(status), "NoNewPrivs:\t1") {
+		t.Fatalf("serve does not run with no_new_privs: %v", err)
+	}
+	d.must("/VolumeDriver.Create", map[string]any{"Name": "nnp"}, nil)
+	mp := d.mount("nnp", "c1")
+	writeSynced(t, filepath.Join(mp, "f"), []byte("mounted without new privileges"))
+	if b, err := os.ReadFile(filepath.Join(mp, "f")); err != nil || string(b) != "mounted without new privileges" {
+		t.Fatalf("read back: %q %v", b, err)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bytes"
@@ -10,27 +10,9 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/crypto"
 	"github.com/securevol/securevol/store"
 )
-
-// initVolume makes a volume folder under stateDir/volumes/id with ks.
-func initVolume(t *testing.T, stateDir, id string, ks crypto.KeySource) *crypto.Header {
-	t.Helper()
-	dir := filepath.Join(stateDir, "volumes", id)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	var h *crypto.Header
-	if err := backing.WithRoot(dir, func(root *backing.Dir) (err error) {
-		h, _, err = backing.InitVolume(root, ks, id, nil)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return h
-}
 
 func storedKDF(t *testing.T, st *store.Store) *crypto.KDFParams {
 	t.Helper()
@@ -66,7 +48,7 @@ func TestPassphraseAdoptsOnlyOpeningKDF(t *testing.T) {
 		return st
 	}
 	st := open()
-	p, err := passphraseSource(&serveConfig{stateDir: stateDir}, st, pass, log)
+	p, err := passphraseSource(stateDir, st, pass, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +63,7 @@ func TestPassphraseAdoptsOnlyOpeningKDF(t *testing.T) {
 	// A wrong passphrase adopts nothing and stores nothing.
 	os.Remove(filepath.Join(stateDir, "db"))
 	st = open()
-	p, err = passphraseSource(&serveConfig{stateDir: stateDir}, st, []byte("wrong"), log)
+	p, err = passphraseSource(stateDir, st, []byte("wrong"), log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,8 +4,6 @@ import (
 	"github.com/securevol/securevol/internal/mountinfo"
 
 	"bytes"
-	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/securevol/securevol/crypto"
 	"github.com/securevol/securevol/internal/testenv"
-	"github.com/securevol/securevol/keyfile"
 )
 
 func securevol(t *testing.T, bin string, args ...string) (string, int) {
@@ -40,43 +37,9 @@ func isMounted(t *testing.T, mnt string) bool {
 	return m != nil
 }
 
-func TestCLIUsageErrors(t *testing.T) {
-	for _, tc := range []struct {
-		args []string
-		code int
-		want string
-	}{
-		{nil, 2, "usage"},
-		{[]string{"frobnicate"}, 2, "unknown command"},
-		{[]string{"mount", "onlyone"}, 2, "want 2 argument"},
-		{[]string{"init", "/tmp/x"}, 2, "--key-file or --passphrase-file is required"},
-		{[]string{"key"}, 2, "key generate"},
-		{[]string{"version"}, 0, "securevol"},
-	} {
-		var code int
-		out := captureStderr(t, func() { code = run(tc.args) })
-		if code != tc.code || !strings.Contains(out, tc.want) {
-			t.Errorf("securevol %v: exit %d, output %q; want exit %d and %q", tc.args, code, out, tc.code, tc.want)
-		}
-	}
-}
-
-func captureStderr(t *testing.T, f func()) string {
-	t.Helper()
-	r, w, _ := os.Pipe()
-	oldErr, oldOut := os.Stderr, os.Stdout
-	os.Stderr, os.Stdout = w, w
-	f()
-	os.Stderr, os.Stdout = oldErr, oldOut
-	w.Close()
-	var buf bytes.Buffer
-	buf.ReadFrom(r)
-	return buf.String()
-}
-
-// TestCLIMountCycle drives the real binary: key generate, init, a wrong key,
+// TestMountCycle drives the real binary: key generate, init, a wrong key,
 // mount, write, SIGTERM, fsck clean, tamper, fsck reports it.
-func TestCLIMountCycle(t *testing.T) {
+func TestMountCycle(t *testing.T) {
 	testenv.RequireFUSE(t)
 	bin := buildServeBinary(t)
 	dir := t.TempDir()
@@ -161,25 +124,5 @@ func TestCLIMountCycle(t *testing.T) {
 	out, code := securevol(t, bin, "fsck", "--key-file", key, enc)
 	if code != 1 || !strings.Contains(out, "sub/file.bin") || !strings.Contains(out, "block 1") {
 		t.Fatalf("fsck of a tampered directory: %d %s", code, out)
-	}
-}
-
-// Lower layers say what is wrong; the command line adds how to fix it.
-func TestHints(t *testing.T) {
-	for _, tc := range []struct {
-		err  error
-		want string
-	}{
-		{&keyfile.Error{Path: "/k", Err: keyfile.ErrPerms}, "chmod 600 /k"},
-		{&keyfile.Error{Path: "/k", Err: keyfile.ErrOwner}, "chown"},
-		{&keyfile.Error{Path: "/k", Err: keyfile.ErrKeySize}, "securevol key generate"},
-		{crypto.ErrNeedsPassphrase, "--passphrase-file"},
-		{crypto.ErrNeedsRawKey, "--key-file"},
-		{errors.New("other"), ""},
-	} {
-		got := hint(fmt.Errorf("open /x: %w", tc.err))
-		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
-			t.Errorf("hint(%v) = %q, want %q", tc.err, got, tc.want)
-		}
 	}
 }

@@ -1,0 +1,116 @@
+package daemon
+
+import "github.com/securevol/securevol/driver"
+
+// The admin protocol: each call is POST /Admin.<name> on the admin socket
+// with its request as JSON. The answer is its result as JSON (200), or an
+// errorReply (4xx, 5xx). Only root may call (the socket is 0600 root and
+// the peer's credentials are checked again).
+//
+// To add a call: name it here, give it request and result types, register
+// its handler in (*service).routes, and add a Client method that calls it.
+const (
+	callRotateKey = "RotateKey"
+	callVolumes   = "Volumes"
+	callVolume    = "Volume"
+	callRelease   = "Release"
+	callRemoved   = "Removed"
+	callUndelete  = "Undelete"
+)
+
+// RotateKeyRequest hands the daemon a new master key.
+type RotateKeyRequest struct {
+	Key []byte // the new master key (base64 in JSON); travels only over the 0600 socket
+}
+
+// RotateKeyResult says what a rotation did.
+type RotateKeyResult struct {
+	Rewrapped int    // volumes whose key is now wrapped by the new master key
+	KeyFile   string // the file that holds the new key now
+	Online    bool   // the running daemon rotated (else RotateKey did, offline)
+}
+
+// VolumesRequest asks for every volume.
+type VolumesRequest struct{}
+
+// VolumesResult lists the volumes, by name.
+type VolumesResult struct {
+	Volumes []VolumeInfo
+}
+
+// VolumeRequest asks for one volume.
+type VolumeRequest struct {
+	Name string
+}
+
+// VolumeInfo is what the daemon tells about a volume: what the engine
+// sees (docker volume inspect), never key material.
+type VolumeInfo struct {
+	Name       string
+	CreatedAt  string         // RFC 3339
+	Mountpoint string         `json:",omitempty"` // set while mounted
+	Status     map[string]any // the driver's facts: id, mounts, state, format, ...
+}
+
+// ReleaseRequest drops a volume's stale mount references: those of
+// MountID, or all of them when it is "".
+type ReleaseRequest struct {
+	Name    string
+	MountID string `json:",omitempty"`
+}
+
+// ReleaseResult says how many references were dropped.
+type ReleaseResult struct {
+	Released int
+}
+
+// RemovedRequest asks for the volumes removed within their grace period.
+type RemovedRequest struct{}
+
+// RemovedResult lists them, by name and removal time.
+type RemovedResult struct {
+	Volumes []driver.RemovedVolume
+}
+
+// UndeleteRequest brings a volume removed within its grace period back:
+// the one named Name, or, when several removed volumes share the name,
+// the one whose folder is ID.
+type UndeleteRequest struct {
+	Name string
+	ID   string `json:",omitempty"`
+}
+
+// UndeleteResult is empty: the volume is back under its name.
+type UndeleteResult struct{}
+
+// errorReply is a failed call's answer: the error's text, and the code of
+// the sentinel it wraps (see wireErrors).
+type errorReply struct {
+	Err  string
+	Code string `json:",omitempty"`
+}
+
+// wireError is a sentinel the admin protocol carries, with its code and
+// HTTP status.
+type wireError struct {
+	code   string
+	status int
+	err    error
+}
+
+// wireErrors are the sentinels a Client's errors match as the daemon's
+// did; any other error is a 500 with its text.
+func wireErrors() []wireError {
+	return []wireError{
+		{"forbidden", 403, ErrForbidden},
+		{"bad-request", 400, ErrBadRequest},
+		{"too-large", 413, ErrTooLarge},
+		{"no-such-volume", 404, ErrNoSuchVolume},
+		{"key-source", 409, ErrKeySource},
+		// The driver's error classes, for the calls that reach it.
+		{"not-found", 404, driver.ErrNotFound},
+		{"conflict", 409, driver.ErrConflict},
+		{"invalid", 400, driver.ErrInvalid},
+		{"unavailable", 503, driver.ErrUnavailable},
+	}
+}

@@ -87,7 +87,7 @@ func (v *vol) create(opts store.Options) error {
 	}
 	if err != nil {
 		v.rec = nil
-		if err2 := d.discard(dir); err2 != nil {
+		if err2 := d.discard(dir, v.name); err2 != nil {
 			d.log.WithError(err2).WithField("volume", v.name).Error("cleaning up after a failed create")
 		}
 		return err
@@ -100,12 +100,15 @@ func (v *vol) create(opts store.Options) error {
 func (v *vol) remove() error {
 	d := v.d
 	if !v.rec.Removing {
+		if err := d.mayDiscard(v.dir(), v.name); err != nil {
+			return err
+		}
 		v.rec.Removing = true
 		if err := v.save(); err != nil {
 			return err
 		}
 	}
-	if err := d.discard(v.dir()); err != nil {
+	if err := d.discard(v.dir(), v.name); err != nil {
 		return err
 	}
 	if err := d.cfg.Store.Update(func(tx *store.Tx) error { return tx.Delete(v.name) }); err != nil {

@@ -46,6 +46,14 @@ func (d *Driver) Start() (*StartReport, error) {
 	if err := os.MkdirAll(d.cfg.MountRoot, 0o755); err != nil {
 		return nil, fmt.Errorf("start: mount root: %w", err)
 	}
+	// Mountinfo names mounts by their real path: a mount root reached
+	// through a symlink would hide every mount below it (stale ones from
+	// cleanMounts, a hung one's connection from detach).
+	root, err := filepath.EvalSymlinks(d.cfg.MountRoot)
+	if err != nil {
+		return nil, fmt.Errorf("start: mount root: %w", err)
+	}
+	d.cfg.MountRoot = root
 	if err := d.quarantine(rep); err != nil {
 		return nil, fmt.Errorf("start: %w", err)
 	}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/securevol/securevol/internal/testenv"
 )
@@ -135,5 +138,53 @@ func TestAttackStaleMountUnderSymlinkedMountRoot(t *testing.T) {
 	mp := filepath.Join(real, "vol")
 	if rep.StaleMounts != 1 || rep.Remounted != 1 || mountsAt(t, mp) != 1 {
 		t.Fatalf("start report %+v; %d mounts at %s", rep, mountsAt(t, mp), mp)
+	}
+}
+
+// A holder that keeps the mount busy after the last Unmount (a bind mount
+// elsewhere, with many requests in flight at every moment) is being
+// served, not stuck: its connection must not be aborted, which would fail
+// every file it has open. Only a server that answers nothing for
+// UnmountWait is hung.
+func TestAttackBusyHolderNotAborted(t *testing.T) {
+	testenv.RequireFUSE(t)
+	e := newEnv(t, func(c *Config) { c.UnmountWait = 300 * time.Millisecond })
+	e.create("vol", nil)
+	mp := e.mount("vol", "c1")
+	mustDo(t, os.WriteFile(filepath.Join(mp, "f"), make([]byte, 1<<20), 0o644))
+	bind := filepath.Join(t.TempDir(), "bind")
+	mustDo(t, os.Mkdir(bind, 0o755))
+	mustDo(t, unix.Mount(mp, bind, "", unix.MS_BIND, ""))
+	t.Cleanup(func() { unix.Unmount(bind, unix.MNT_DETACH) })
+	var (
+		stop   atomic.Bool
+		wg     sync.WaitGroup
+		failed atomic.Value
+		reads  atomic.Int64
+	)
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				if _, err := os.ReadFile(filepath.Join(bind, "f")); err != nil {
+					failed.Store(err)
+					return
+				}
+				reads.Add(1)
+			}
+		}()
+	}
+	time.Sleep(100 * time.Millisecond)
+	e.unmount("vol", "c1")
+	before := reads.Load()
+	time.Sleep(time.Second) // past UnmountWait, twice
+	stop.Store(true)
+	wg.Wait()
+	if err := failed.Load(); err != nil {
+		t.Fatalf("the busy holder's reads failed after the Unmount: %v", err)
+	}
+	if reads.Load() == before {
+		t.Fatal("the holder made no progress after the Unmount")
 	}
 }

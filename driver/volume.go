@@ -276,10 +276,11 @@ func (v *vol) detach() error {
 // settle makes sure that a mount which has left the namespace, but whose
 // server has not ended, holds nobody for ever. A server with no request
 // waiting is idle: something still holds its connection (an open file, a
-// bind mount in another namespace) and it goes on serving that holder.
-// One that leaves requests unanswered for UnmountWait is hung: its
-// connection is aborted, which fails those requests and ends the mount
-// for every holder.
+// bind mount in another namespace) and it goes on serving that holder;
+// so is one that answers requests (the count waiting drops), however
+// many more come. One that leaves requests unanswered and answers none
+// for UnmountWait is hung: its connection is aborted, which fails those
+// requests and ends the mount for every holder.
 func (d *Driver) settle(log *logrus.Entry, lm *liveMount) {
 	if lm.conn == nil {
 		if lm.connErr != nil {
@@ -287,6 +288,7 @@ func (d *Driver) settle(log *logrus.Entry, lm *liveMount) {
 		}
 		return
 	}
+	last := -1
 	for deadline := time.Now().Add(d.cfg.UnmountWait); ; time.Sleep(10 * time.Millisecond) {
 		select {
 		case <-lm.ended:
@@ -294,8 +296,10 @@ func (d *Driver) settle(log *logrus.Entry, lm *liveMount) {
 		default:
 		}
 		n, err := lm.conn.waiting()
-		if errors.Is(err, os.ErrNotExist) || n == 0 && err == nil {
-			return // the connection ended, or the server is idle
+		if errors.Is(err, os.ErrNotExist) || err == nil && (n == 0 || last >= 0 && n < last) {
+			// The connection ended, or the server is idle, or it answered
+			// a request: a busy holder is being served, not stuck.
+			return
 		}
 		if err != nil {
 			log.WithError(err).Warn("reading the FUSE connection's waiting requests")
@@ -304,6 +308,7 @@ func (d *Driver) settle(log *logrus.Entry, lm *liveMount) {
 		if time.Now().After(deadline) {
 			break
 		}
+		last = n
 	}
 	if err := lm.conn.abort(); err != nil {
 		log.WithError(err).Error("aborting the FUSE connection of a hung server")

@@ -291,11 +291,12 @@ func applyOwner(dir string, o store.Options) error {
 	})
 }
 
-// discard shreds and deletes the backing folder dir of the volume name:
-// key first, so the data is unreadable from that moment even if deleting
-// the files is cut short. A folder that is another volume's (see
-// notAnothers) is refused, its key kept.
-func (d *Driver) discard(dir, name string) error {
+// discard shreds and deletes the backing folder dir of the volume name
+// (whose record's DirID is dirID, "" if unknown): key first, so the data
+// is unreadable from that moment even if deleting the files is cut short.
+// A folder that is another volume's (see notAnothers) is refused, its key
+// kept.
+func (d *Driver) discard(dir, name, dirID string) error {
 	// A key rotation re-writes headers; it must not write one back into a
 	// folder whose key is being destroyed. Only the (quick) shredding holds
 	// keyMu: deleting a huge folder under it would stall a waiting rotation
@@ -304,7 +305,7 @@ func (d *Driver) discard(dir, name string) error {
 	if err != nil {
 		return err
 	}
-	err = d.notAnothers(dir, name)
+	err = d.notAnothers(dir, name, dirID)
 	if err == nil {
 		err = destroyKey(dir)
 	}
@@ -321,29 +322,31 @@ func (d *Driver) discard(dir, name string) error {
 // mayDiscard is notAnothers for a caller that holds no keyMu: a removal
 // asks it before marking the volume, so a refusal leaves the volume as
 // it was.
-func (d *Driver) mayDiscard(dir, name string) error {
+func (d *Driver) mayDiscard(dir, name, dirID string) error {
 	unlock, err := d.rlockKeys()
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	return d.notAnothers(dir, name)
+	return d.notAnothers(dir, name, dirID)
 }
 
 // notAnothers refuses the folder dir if its header opens under the
-// daemon's key and names another volume than name: it is that volume's
-// (folders swapped on disk, a backup restored into the wrong folder), a
-// mistake that swapping back undoes, unless its key is destroyed. A
-// header that does not open holds no key of ours. keyMu must be held.
-func (d *Driver) notAnothers(dir, name string) error {
+// daemon's key and belongs to another volume than name (whose record's
+// DirID is dirID): another name, or another directory ID. It is that
+// volume's (folders swapped on disk, a backup restored into the wrong
+// folder), a mistake that swapping back undoes, unless its key is
+// destroyed. A header that does not open holds no key of ours. keyMu must
+// be held.
+func (d *Driver) notAnothers(dir, name, dirID string) error {
 	h, err := backing.ReadHeaderAt(dir)
-	if err != nil || !h.Authenticated() || h.Name == name {
+	if err != nil || !h.Authenticated() || h.Name == name && (dirID == "" || h.ID == dirID) {
 		return nil
 	}
 	if _, _, err := d.open(h); err != nil {
 		return nil
 	}
-	return fmt.Errorf("%w: %s holds the volume %q, not %q (folders swapped or copied on disk?); its key is not destroyed", errWrongFolder, dir, h.Name, name)
+	return fmt.Errorf("%w: %s holds the volume %q with directory ID %s, not %q with %s (folders swapped or copied on disk?); its key is not destroyed", errWrongFolder, dir, h.Name, h.ID, name, dirID)
 }
 
 // destroyKey shreds the header of the folder dir. A folder that is gone,

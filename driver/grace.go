@@ -220,7 +220,7 @@ func (d *Driver) purge(id string) error {
 	if err != nil || r == nil {
 		return err
 	}
-	if err := d.discard(d.backing(id), r.Name); err != nil {
+	if err := d.discard(d.backing(id), r.Name, r.DirID); err != nil {
 		return err
 	}
 	if err := d.cfg.Store.Update(func(tx *store.Tx) error { return tx.DeleteRemoved(id) }); err != nil {
@@ -247,7 +247,7 @@ func (d *Driver) markPurging(id string) (*store.Volume, error) {
 		return nil, err
 	}
 	defer v.unlock()
-	if err := d.mayDiscard(d.backing(id), r.Name); err != nil {
+	if err := d.mayDiscard(d.backing(id), r.Name, r.DirID); err != nil {
 		return nil, err
 	}
 	err = d.cfg.Store.Update(func(tx *store.Tx) (err error) {

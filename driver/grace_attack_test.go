@@ -4,12 +4,15 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
 
 	"github.com/securevol/securevol/crypto"
+	"github.com/securevol/securevol/internal/testenv"
+	"github.com/securevol/securevol/store"
 )
 
 // Undelete answers "back" only for a folder that is still the removed
@@ -102,5 +105,77 @@ func TestAttackRemoveSwappedFolder(t *testing.T) {
 				t.Fatalf("live's folder swapped back: %+v, %v", h, err)
 			}
 		})
+	}
+}
+
+// With a grace, two folders carry one authenticated name: the removed
+// volume's and the new volume's that took its name. Swapped on disk, the
+// name check passes both ways, so the folder must also be bound to its
+// record by the header's directory ID: else Mount shows the removed
+// volume's old data as the live volume, and the purge of the removed one
+// destroys the live one's key.
+func TestAttackSwapWithRemovedNamesake(t *testing.T) {
+	testenv.RequireFUSE(t)
+	e := newEnv(t, withGrace(time.Hour))
+	write := func(what string) {
+		mp := e.mount("db", "w")
+		mustDo(t, os.WriteFile(filepath.Join(mp, "data"), []byte(what), 0o644))
+		e.unmount("db", "w")
+	}
+	e.create("db", nil)
+	write("old")
+	oldID := e.record("db").ID
+	e.remove("db")
+	e.create("db", nil)
+	write("current")
+	newID := e.record("db").ID
+	swapFolders(t, e.d.backing(oldID), e.d.backing(newID))
+
+	res, err := e.d.Mount(&volume.MountRequest{Name: "db", ID: "c"})
+	if err == nil {
+		b, _ := os.ReadFile(filepath.Join(res.Mountpoint, "data"))
+		t.Errorf("Mount of db over the removed namesake's folder succeeded, showing %q", b)
+		e.unmount("db", "c")
+	}
+	// The removed one's grace ends: its purge must spare the folder that
+	// holds the live volume.
+	mustDo(t, e.st.Update(func(tx *store.Tx) error {
+		r, err := tx.GetRemoved(oldID)
+		if err != nil {
+			return err
+		}
+		r.PurgeAt = time.Now().Add(-time.Second)
+		return tx.PutRemoved(r)
+	}))
+	e.d.purgeDue()
+	swapFolders(t, e.d.backing(oldID), e.d.backing(newID))
+	mp, err := e.d.Mount(&volume.MountRequest{Name: "db", ID: "c"})
+	if err != nil {
+		t.Fatalf("the live volume, swapped back: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(mp.Mountpoint, "data")); err != nil || string(b) != "current" {
+		t.Fatalf("the live volume's data: %q, %v", b, err)
+	}
+	e.unmount("db", "c")
+}
+
+// A record written before DirID existed is bound to its folder at the
+// next start, so a namesake swapped in later is refused too.
+func TestDirIDBoundAtStart(t *testing.T) {
+	e := newEnv(t)
+	e.create("db", nil)
+	rec := e.record("db")
+	want := rec.DirID
+	if want == "" {
+		t.Fatal("Create recorded no directory ID")
+	}
+	rec.DirID = ""
+	mustDo(t, e.st.Update(func(tx *store.Tx) error { return tx.Put(rec) }))
+	e.close()
+	if rep := e.open(); len(rep.Problems) != 0 {
+		t.Fatalf("start: %q", rep.Problems)
+	}
+	if got := e.record("db").DirID; got != want {
+		t.Fatalf("DirID after start %q, want %q", got, want)
 	}
 }

@@ -198,7 +198,7 @@ func (d *Driver) reconcile(rep *StartReport) error {
 				d.problem(rep, name, fmt.Sprintf("folder %s: %v; not recovered", d.backing(f.id), err))
 				continue
 			}
-			add = append(add, &store.Volume{ID: f.id, Name: name, CreatedAt: f.hdr.Created, Options: opts})
+			add = append(add, &store.Volume{ID: f.id, Name: name, DirID: f.hdr.ID, CreatedAt: f.hdr.Created, Options: opts})
 			keep = f.id
 		}
 		for _, f := range fs {
@@ -252,8 +252,9 @@ func (d *Driver) claimedName(rep *StartReport, dir string, h *crypto.Header) (st
 
 // verify opens every volume's folder once at start: a folder that is not
 // its volume's (folders swapped on disk, a tampered header) is reported and
-// refused before anything mounts it, and format 1 folders are upgraded to
-// format 2 under their database names. A key that opens nothing is
+// refused before anything mounts it, format 1 folders are upgraded to
+// format 2 under their database names, and records from before DirID are
+// bound to their folders. A key that opens nothing is
 // checkKey's to report.
 func (d *Driver) verify(rep *StartReport) {
 	all, err := d.cfg.Store.List()
@@ -264,7 +265,13 @@ func (d *Driver) verify(rep *StartReport) {
 		if rec.Removing || d.getTrouble(rec.Name) != "" {
 			continue
 		}
-		err := d.with(rec, func(v *vol) error { _, err := v.open(); return err })
+		err := d.with(rec, func(v *vol) error {
+			bound := rec.DirID != ""
+			if _, err := v.open(); err != nil || bound {
+				return err
+			}
+			return v.save() // the folder's directory ID, bound by open
+		})
 		switch {
 		case err == nil, errors.Is(err, errKeyMismatch), errors.Is(err, unix.ENOENT), errors.Is(err, backing.ErrNoHeader):
 		default:

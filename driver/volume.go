@@ -82,12 +82,12 @@ func (v *vol) create(opts store.Options) error {
 		}
 	}
 	if err == nil {
-		v.rec = &store.Volume{ID: id, Name: v.name, Options: opts, CreatedAt: hdr.Created}
+		v.rec = &store.Volume{ID: id, Name: v.name, DirID: hdr.ID, Options: opts, CreatedAt: hdr.Created}
 		err = v.save()
 	}
 	if err != nil {
 		v.rec = nil
-		if err2 := d.discard(dir, v.name); err2 != nil {
+		if err2 := d.discard(dir, v.name, ""); err2 != nil {
 			d.log.WithError(err2).WithField("volume", v.name).Error("cleaning up after a failed create")
 		}
 		return err
@@ -100,7 +100,7 @@ func (v *vol) create(opts store.Options) error {
 func (v *vol) remove() error {
 	d := v.d
 	if !v.rec.Removing {
-		if err := d.mayDiscard(v.dir(), v.name); err != nil {
+		if err := d.mayDiscard(v.dir(), v.name, v.rec.DirID); err != nil {
 			return err
 		}
 		v.rec.Removing = true
@@ -108,7 +108,7 @@ func (v *vol) remove() error {
 			return err
 		}
 	}
-	if err := d.discard(v.dir(), v.name); err != nil {
+	if err := d.discard(v.dir(), v.name, v.rec.DirID); err != nil {
 		return err
 	}
 	if err := d.cfg.Store.Update(func(tx *store.Tx) error { return tx.Delete(v.name) }); err != nil {
@@ -180,9 +180,9 @@ func (v *vol) watch(lm *liveMount) {
 
 // open unwraps the volume key with the first key source that opens its
 // folder and checks that the folder is this volume's: its header's
-// authenticated name must be the volume's name, so two volumes' folders
-// swapped on disk are refused rather than each showing the other's
-// plaintext. A format 1 folder is upgraded to format 2 on the way, under
+// authenticated name must be the volume's name, and its directory ID the
+// record's DirID, so two volumes' folders swapped on disk (namesakes
+// included) are refused rather than each showing the other's plaintext. A format 1 folder is upgraded to format 2 on the way, under
 // the database's name.
 func (v *vol) open() (*crypto.VolumeKeys, error) {
 	d := v.d
@@ -205,13 +205,21 @@ func (v *vol) open() (*crypto.VolumeKeys, error) {
 	if err != nil {
 		return nil, err
 	}
+	if h.Authenticated() && h.Name != v.name {
+		return nil, fmt.Errorf("%w: %s holds the volume %q, not %q (folders swapped or copied on disk?); refusing it", errWrongFolder, dir, h.Name, v.name)
+	}
+	// The key opened, so h.ID is authentic: it tells this volume's folder
+	// from a namesake's. A record from before DirID is bound now.
+	if v.rec.DirID == "" {
+		v.rec.DirID = h.ID
+	} else if h.ID != v.rec.DirID {
+		return nil, fmt.Errorf("%w: %s holds another folder of the volume %q (directory ID %s, not %s: a removed namesake's, or a copy, swapped in?); refusing it", errWrongFolder, dir, v.name, h.ID, v.rec.DirID)
+	}
 	if !h.Authenticated() {
-		if h, err = v.upgrade(root, h, ks); err != nil {
+		// Bound to the database's name, so the name now matches.
+		if err := v.upgrade(root, h, ks); err != nil {
 			return nil, err
 		}
-	}
-	if h.Name != v.name {
-		return nil, fmt.Errorf("%w: %s holds the volume %q, not %q (folders swapped or copied on disk?); refusing it", errWrongFolder, dir, h.Name, v.name)
 	}
 	return keys, nil
 }
@@ -220,16 +228,16 @@ func (v *vol) open() (*crypto.VolumeKeys, error) {
 // format 2, binding it to the name and options the database records
 // (never to the header's own labels, which nothing authenticates). Only
 // the header changes: format 2 keeps every data key.
-func (v *vol) upgrade(root *backing.Dir, h *crypto.Header, ks crypto.KeySource) (*crypto.Header, error) {
+func (v *vol) upgrade(root *backing.Dir, h *crypto.Header, ks crypto.KeySource) error {
 	nh, err := h.Upgrade(ks, v.name, optionLabels(v.rec.Options))
 	if err == nil {
 		err = backing.WriteHeader(root, nh)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("upgrading the folder to format %d: %w", crypto.FormatVersion, err)
+		return fmt.Errorf("upgrading the folder to format %d: %w", crypto.FormatVersion, err)
 	}
 	v.d.log.WithFields(logrus.Fields{"volume": v.name, "id": v.rec.ID}).Infof("upgraded the folder from format %d to %d (header only; no data rewritten)", h.Format, nh.Format)
-	return nh, nil
+	return nil
 }
 
 // detach unmounts the volume if it is mounted. A mount still held by some

@@ -68,6 +68,13 @@ type Volume struct {
 	Name      string    `json:"name"`
 	CreatedAt time.Time `json:"created_at"`
 	Options   Options   `json:"options"`
+	// DirID is the directory ID in the folder's header (crypto.Header.ID,
+	// authenticated once the header opens; kept by key rotations and
+	// upgrades). It binds the folder to this record where the name
+	// cannot: a volume removed within its grace and the new one that took
+	// its name carry the same name. Empty in records written before it
+	// existed, until the folder is next opened.
+	DirID string `json:"dir_id,omitempty"`
 	// Mounts counts, per mount ID, the Mount calls not yet matched by an
 	// Unmount. The engine balances them: docker cp into a running
 	// container sends Mount and then Unmount again with the container's

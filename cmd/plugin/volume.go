@@ -92,7 +92,7 @@ func newVolumeReleaseCmd(s streams, stateDir *string) *cobra.Command {
 		Use:   "release NAME",
 		Short: "Drop a volume's stale mount references, so it can be removed",
 		Long: `Drop the mount references of a volume that no container holds any more:
-those of one mount ID (--mount-id, listed by 'securevol volume inspect'), or
+those of one mount ID (--mount-id; 'securevol volume inspect' lists them), or
 all of them. A Mount whose answer the engine lost leaves such a reference,
 and a referenced volume cannot be removed. With no reference left the volume
 is unmounted: release only references whose containers are gone.`,

@@ -46,10 +46,13 @@ type VolumeRequest struct {
 // VolumeInfo is what the daemon tells about a volume: what the engine
 // sees (docker volume inspect), never key material.
 type VolumeInfo struct {
-	Name       string
-	CreatedAt  string         // RFC 3339
-	Mountpoint string         `json:",omitempty"` // set while mounted
-	Status     map[string]any // the driver's facts: id, mounts, state, format, ...
+	Name       string         `json:"name"`
+	CreatedAt  string         `json:"created_at"`           // RFC 3339
+	Mountpoint string         `json:"mountpoint,omitempty"` // set while mounted
+	Status     map[string]any `json:"status"`               // the driver's facts: id, mounts, state, format, ...
+	// References counts the mount references by the engine's mount ID
+	// (one per container mount point): what volume release takes.
+	References map[string]int `json:"references,omitempty"`
 }
 
 // ReleaseRequest drops a volume's stale mount references: those of

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"github.com/securevol/securevol/crypto"
 	"github.com/securevol/securevol/internal/logging"
 	"github.com/securevol/securevol/internal/mountinfo"
+	"github.com/securevol/securevol/internal/testenv"
 )
 
 // testDaemon is Run in this process over a test's directories.
@@ -29,25 +29,8 @@ type testDaemon struct {
 	cfg    Config
 	cancel context.CancelFunc
 	done   chan error
-	logs   *syncBuffer
+	logs   *testenv.SyncBuffer
 	plugin *http.Client
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // testConfig is a daemon configuration in a fresh temp dir, its key file
@@ -69,7 +52,7 @@ func startDaemon(t *testing.T, cfg Config) *testDaemon {
 	if cfg.Keys.KeyFile == "" && cfg.Keys.PassphraseFile == "" && cfg.Keys.Command == "" {
 		cfg.Keys.KeyFile = filepath.Join(filepath.Dir(cfg.StateDir), "master.key")
 	}
-	d := &testDaemon{t: t, cfg: cfg, done: make(chan error, 1), logs: &syncBuffer{}}
+	d := &testDaemon{t: t, cfg: cfg, done: make(chan error, 1), logs: &testenv.SyncBuffer{}}
 	d.cfg.Log = testLog(t, d.logs)
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"github.com/securevol/securevol/internal/testenv"
 	"net"
 	"os"
 	"path/filepath"
@@ -58,7 +59,7 @@ func TestNotifySystemd(t *testing.T) {
 	done := make(chan error, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	cfg.Log = testLog(t, logs)
 	go func() { done <- Run(ctx, cfg) }()
 

@@ -48,7 +48,11 @@ func (s *service) describe(name string) (*VolumeInfo, error) {
 		return nil, err
 	}
 	v := res.Volume
-	return &VolumeInfo{Name: v.Name, CreatedAt: v.CreatedAt, Mountpoint: v.Mountpoint, Status: v.Status}, nil
+	refs, err := s.drv.References(name)
+	if err != nil {
+		return nil, err
+	}
+	return &VolumeInfo{Name: v.Name, CreatedAt: v.CreatedAt, Mountpoint: v.Mountpoint, Status: v.Status, References: refs}, nil
 }
 
 // release is the admin call Release: a volume's stale mount references go.

@@ -59,3 +59,13 @@ func holders(v *store.Volume) string {
 	}
 	return "mount IDs holding references: " + strings.Join(slices.Sorted(maps.Keys(v.Mounts)), ", ")
 }
+
+// References are the volume name's mount references by mount ID: what
+// Release takes.
+func (d *Driver) References(name string) (map[string]int, error) {
+	v, err := d.lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	return maps.Clone(v.Mounts), nil
+}

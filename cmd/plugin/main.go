@@ -82,7 +82,7 @@ func hint(err error) string {
 	case errors.Is(err, keysource.ErrNone):
 		return ": give --key-file, --passphrase-file or --key-command (or run on a terminal to type a passphrase)"
 	case errors.Is(err, store.ErrDamaged):
-		return "; move it aside and start with --rebuild"
+		return "; start with --rebuild: it moves the damaged file aside and rebuilds the database from the backing folders"
 	case errors.Is(err, daemon.ErrRunning):
 		return "; stop the other daemon first, or give another --state-dir"
 	case errors.Is(err, daemon.ErrKeyMissing):

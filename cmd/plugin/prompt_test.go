@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/securevol/securevol/internal/ptytest"
+	"github.com/securevol/securevol/internal/testenv"
 	"github.com/securevol/securevol/keyfile"
 )
 
@@ -22,7 +23,7 @@ import (
 func typeAt(t *testing.T, bin string, answers []string, args ...string) (int, string) {
 	t.Helper()
 	term, tty := ptytest.Open(t)
-	var out syncBuffer
+	var out testenv.SyncBuffer
 	cmd := exec.Command(bin, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, &out, &out
 	if err := cmd.Start(); err != nil {
@@ -51,7 +52,7 @@ func typeAt(t *testing.T, bin string, answers []string, args ...string) (int, st
 	}
 }
 
-func waitFor(t *testing.T, exited chan error, cond func() bool, out *syncBuffer) {
+func waitFor(t *testing.T, exited chan error, cond func() bool, out *testenv.SyncBuffer) {
 	t.Helper()
 	for i := 0; !cond(); i++ {
 		select {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"os/signal"
 	"syscall"
 	"time"
@@ -76,7 +77,7 @@ func (f *serveFlags) config(fs *pflag.FlagSet, s streams) (daemon.Config, error)
 	if err != nil {
 		return daemon.Config{}, err
 	}
-	log, err := logging.New(logging.Options{Level: f.logLevel, Format: f.logFormat, Out: s.out, Err: s.err})
+	log, err := logging.New(logging.Options{Level: f.logLevel, Format: f.logFormat, Out: s.out, Err: s.err, Journal: os.Getenv("JOURNAL_STREAM") != ""})
 	if err != nil {
 		return daemon.Config{}, usageError{err}
 	}

@@ -374,7 +374,7 @@ func TestServeKeySources(t *testing.T) {
 		cmd := exec.Command(bin, "serve")
 		cmd.Env = append(os.Environ(), "SECUREVOL_SOCKET="+d.sock, "SECUREVOL_STATE_DIR="+d.stateDir, "SECUREVOL_MOUNT_ROOT="+d.mountRoot,
 			"SECUREVOL_KEY_COMMAND="+script, "SECUREVOL_LOG_FORMAT=json")
-		var logs syncBuffer
+		var logs testenv.SyncBuffer
 		cmd.Stdout, cmd.Stderr = &logs, &logs
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

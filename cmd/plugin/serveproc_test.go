@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/securevol/securevol/internal/mountinfo"
+	"github.com/securevol/securevol/internal/testenv"
 )
 
 // buildServeBinary returns the securevol binary built from this tree.
@@ -70,33 +71,16 @@ type serveProc struct {
 	extra                                   []string
 	cmd                                     *exec.Cmd
 	waitc                                   chan error
-	logs                                    *syncBuffer // stdout and stderr, in order
-	stdout, stderr                          *syncBuffer
+	logs                                    *testenv.SyncBuffer // stdout and stderr, in order
+	stdout, stderr                          *testenv.SyncBuffer
 	client                                  *http.Client
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func newServeProc(t testing.TB, bin string) *serveProc {
 	dir := t.TempDir()
 	d := &serveProc{t: t, bin: bin, dir: dir, stateDir: filepath.Join(dir, "state"), mountRoot: filepath.Join(dir, "mnt"),
-		sock: filepath.Join(dir, "run", "securevol.sock"), keyFile: filepath.Join(dir, "etc", "master.key"), logs: &syncBuffer{},
-		stdout: &syncBuffer{}, stderr: &syncBuffer{}}
+		sock: filepath.Join(dir, "run", "securevol.sock"), keyFile: filepath.Join(dir, "etc", "master.key"), logs: &testenv.SyncBuffer{},
+		stdout: &testenv.SyncBuffer{}, stderr: &testenv.SyncBuffer{}}
 	d.client = &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", d.sock)
 	}}}

@@ -39,19 +39,16 @@ func newVolumeLsCmd(s streams, stateDir *string) *cobra.Command {
 		Short:   "List the volumes: name, creation, references, state",
 		Args:    exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := daemon.Dial(*stateDir)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			vols, err := c.Volumes(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(s.out, vols)
-			}
-			return printTable(s.out, vols)
+			return withDaemon(*stateDir, func(c *daemon.Client) error {
+				vols, err := c.Volumes(cmd.Context())
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(s.out, vols)
+				}
+				return printTable(s.out, vols)
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (as volume inspect does) instead of a table")
@@ -69,25 +66,22 @@ func newVolumeInspectCmd(s streams, stateDir *string) *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := daemon.Dial(*stateDir)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			vols := []daemon.VolumeInfo{}
-			var errs []error
-			for _, name := range args {
-				v, err := c.Volume(cmd.Context(), name)
-				if err != nil {
-					errs = append(errs, err)
-					continue
+			return withDaemon(*stateDir, func(c *daemon.Client) error {
+				vols := []daemon.VolumeInfo{}
+				var errs []error
+				for _, name := range args {
+					v, err := c.Volume(cmd.Context(), name)
+					if err != nil {
+						errs = append(errs, err)
+						continue
+					}
+					vols = append(vols, *v)
 				}
-				vols = append(vols, *v)
-			}
-			if err := printJSON(s.out, vols); err != nil {
-				return err
-			}
-			return errors.Join(errs...)
+				if err := printJSON(s.out, vols); err != nil {
+					return err
+				}
+				return errors.Join(errs...)
+			})
 		},
 	}
 }
@@ -98,23 +92,20 @@ func newVolumeReleaseCmd(s streams, stateDir *string) *cobra.Command {
 		Use:   "release NAME",
 		Short: "Drop a volume's stale mount references, so it can be removed",
 		Long: `Drop the mount references of a volume that no container holds any more:
-those of one mount ID (--mount-id, listed by 'securevol volume inspect'), or
+those of one mount ID (--mount-id; 'securevol volume inspect' lists them), or
 all of them. A Mount whose answer the engine lost leaves such a reference,
 and a referenced volume cannot be removed. With no reference left the volume
 is unmounted: release only references whose containers are gone.`,
 		Args: nameArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := daemon.Dial(*stateDir)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			n, err := c.Release(cmd.Context(), args[0], mountID)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(s.out, "released %d reference(s) of %s\n", n, args[0])
-			return nil
+			return withDaemon(*stateDir, func(c *daemon.Client) error {
+				n, err := c.Release(cmd.Context(), args[0], mountID)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(s.out, "released %d reference(s) of %s\n", n, args[0])
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&mountID, "mount-id", "", "drop only this mount ID's references")
@@ -128,28 +119,25 @@ func newVolumeRemovedCmd(s streams, stateDir *string) *cobra.Command {
 		Short: "List the volumes removed within their grace period (serve --remove-grace)",
 		Args:  exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := daemon.Dial(*stateDir)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			vols, err := c.Removed(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(s.out, vols)
-			}
-			tw := tabwriter.NewWriter(s.out, 0, 8, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tID\tREMOVED\tPURGE AT")
-			for _, v := range vols {
-				purge := v.PurgeAt.Format(time.RFC3339)
-				if v.Purging {
-					purge = "purging now"
+			return withDaemon(*stateDir, func(c *daemon.Client) error {
+				vols, err := c.Removed(cmd.Context())
+				if err != nil {
+					return err
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", v.Name, v.ID, v.RemovedAt.Format(time.RFC3339), purge)
-			}
-			return tw.Flush()
+				if asJSON {
+					return printJSON(s.out, vols)
+				}
+				tw := tabwriter.NewWriter(s.out, 0, 8, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tID\tREMOVED\tPURGE AT")
+				for _, v := range vols {
+					purge := v.PurgeAt.Format(time.RFC3339)
+					if v.Purging {
+						purge = "purging now"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", v.Name, v.ID, v.RemovedAt.Format(time.RFC3339), purge)
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
@@ -167,20 +155,27 @@ them). Its name must be free: remove a newer volume of that name first. When
 several removed volumes share the name, --id picks one.`,
 		Args: nameArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := daemon.Dial(*stateDir)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if err := c.Undelete(cmd.Context(), args[0], id); err != nil {
-				return err
-			}
-			fmt.Fprintf(s.out, "%s is back; 'docker volume ls' shows it again\n", args[0])
-			return nil
+			return withDaemon(*stateDir, func(c *daemon.Client) error {
+				if err := c.Undelete(cmd.Context(), args[0], id); err != nil {
+					return err
+				}
+				fmt.Fprintf(s.out, "%s is back; 'docker volume ls' shows it again\n", args[0])
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&id, "id", "", "the removed volume's ID, when several share the name")
 	return cmd
+}
+
+// withDaemon runs fn with a client of the daemon on stateDir.
+func withDaemon(stateDir string, fn func(*daemon.Client) error) error {
+	c, err := daemon.Dial(stateDir)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return fn(c)
 }
 
 // nameArg admits exactly one volume name.

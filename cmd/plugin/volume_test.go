@@ -48,7 +48,7 @@ func TestVolumeCommands(t *testing.T) {
 		t.Fatalf("volume inspect: exit %d\n%s", code, out)
 	}
 	out, code = securevol(t, bin, "volume", "inspect", "--state-dir", d.stateDir, "vol-a", "nope")
-	if code != 1 || !strings.Contains(out, `"Name": "vol-a"`) || !strings.Contains(out, `volume "nope": no such volume`) {
+	if code != 1 || !strings.Contains(out, `"name": "vol-a"`) || !strings.Contains(out, `"c1": 1`) || !strings.Contains(out, `volume "nope": no such volume`) {
 		t.Fatalf("volume inspect of a missing volume: exit %d\n%s", code, out)
 	}
 	key, _ := os.ReadFile(d.keyFile)

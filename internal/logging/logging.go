@@ -2,7 +2,9 @@
 // debug lines go to one writer (stdout), warnings and errors to another
 // (stderr). The engine records a managed plugin's stdout at level info and
 // its stderr at level error, so this split keeps the levels visible in the
-// engine's log; under systemd the journal keeps them apart the same way.
+// engine's log. The journal gives both streams the unit's one priority, so
+// under systemd (Options.Journal) each line starts with its syslog
+// priority, <N>, which journald reads (SyslogLevelPrefix=, on by default).
 //
 // The field names every package uses for the same facts are here too, so
 // a volume is "volume" in every line, whoever logs it.
@@ -37,6 +39,36 @@ type Options struct {
 	Format string    // text or json; "" is text
 	Out    io.Writer // debug and info lines
 	Err    io.Writer // warnings, errors and worse
+	// Journal prefixes each line with its syslog priority for journald;
+	// set it when JOURNAL_STREAM says the output goes to the journal.
+	Journal bool
+}
+
+// prioritized prefixes each line with its syslog priority (sd-daemon(3)).
+type prioritized struct{ logrus.Formatter }
+
+func (p prioritized) Format(e *logrus.Entry) ([]byte, error) {
+	b, err := p.Formatter.Format(e)
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte(fmt.Sprintf("<%d>", syslogPriority(e.Level))), b...), nil
+}
+
+// syslogPriority maps a logrus level to syslog's: err 3, warning 4, info
+// 6, debug 7.
+func syslogPriority(l logrus.Level) int {
+	switch l {
+	case logrus.PanicLevel, logrus.FatalLevel:
+		return 2
+	case logrus.ErrorLevel:
+		return 3
+	case logrus.WarnLevel:
+		return 4
+	case logrus.InfoLevel:
+		return 6
+	}
+	return 7
 }
 
 // New returns a logger writing as o says.
@@ -57,6 +89,9 @@ func New(o Options) (*logrus.Entry, error) {
 		l.SetFormatter(&logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano})
 	default:
 		return nil, fmt.Errorf("%q: %w", o.Format, ErrFormat)
+	}
+	if o.Journal {
+		l.SetFormatter(prioritized{l.Formatter})
 	}
 	// The hooks write every line; the logger's own output would repeat it.
 	l.SetOutput(io.Discard)

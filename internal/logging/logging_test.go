@@ -72,3 +72,32 @@ func TestBadOptions(t *testing.T) {
 		t.Errorf("format xml: %v", err)
 	}
 }
+
+// Under journald every line starts with its syslog priority, so the
+// journal keeps the levels that the two streams alone do not.
+func TestJournalPriorities(t *testing.T) {
+	var out, errs strings.Builder
+	log, err := New(Options{Level: "debug", Out: &out, Err: &errs, Journal: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Debug("d")
+	log.Info("i")
+	log.Warn("w")
+	log.Error("e")
+	for _, c := range []struct {
+		got, want string
+	}{
+		{out.String(), "<7>"}, {out.String(), "<6>"}, {errs.String(), "<4>"}, {errs.String(), "<3>"},
+	} {
+		if !strings.Contains(c.got, "\n"+c.want) && !strings.HasPrefix(c.got, c.want) {
+			t.Errorf("no line starting with %s in %q", c.want, c.got)
+		}
+	}
+	plain, _ := New(Options{Out: &out, Err: &errs})
+	out.Reset()
+	plain.Info("x")
+	if strings.HasPrefix(out.String(), "<") {
+		t.Errorf("a priority prefix without the journal: %q", out.String())
+	}
+}

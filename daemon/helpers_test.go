@@ -1,10 +1,7 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -66,9 +63,7 @@ func startDaemon(t *testing.T, cfg Config) *testDaemon {
 			t.Logf("daemon log:\n%s", d.logs.String())
 		}
 	})
-	d.plugin = &http.Client{Timeout: time.Minute, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return dialUnix(ctx, cfg.Socket)
-	}}}
+	d.plugin = testenv.UnixClient(cfg.Socket, time.Minute)
 	for i := 0; ; i++ {
 		select {
 		case err := <-d.done:
@@ -113,19 +108,7 @@ func (d *testDaemon) stop() error {
 // call posts to the plugin socket as the engine does.
 func (d *testDaemon) call(path string, req any) error {
 	d.t.Helper()
-	b, _ := json.Marshal(req)
-	resp, err := d.plugin.Post("http://plugin"+path, "application/json", bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	var e struct{ Err string }
-	json.Unmarshal(body, &e)
-	if resp.StatusCode != 200 || e.Err != "" {
-		return fmt.Errorf("%s: %d %s", path, resp.StatusCode, e.Err)
-	}
-	return nil
+	return testenv.PluginCall(d.plugin, path, req, nil)
 }
 
 func (d *testDaemon) must(path string, req any) {

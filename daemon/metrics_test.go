@@ -1,10 +1,7 @@
 package daemon
 
 import (
-	"context"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -83,10 +80,7 @@ func TestDaemonMetrics(t *testing.T) {
 
 func scrapeUnix(t *testing.T, sock string) map[string]*dto.MetricFamily {
 	t.Helper()
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return dialUnix(ctx, sock)
-	}}}
-	resp, err := c.Get("http://metrics/metrics")
+	resp, err := testenv.UnixClient(sock, 10*time.Second).Get("http://metrics/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package driver
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
+	"github.com/securevol/securevol/internal/testenv"
 )
 
 // serveUnix serves h on a fresh Unix socket, as the daemon does, and
@@ -38,10 +38,7 @@ func serveUnixLimits(t testing.TB, h http.Handler, l ServerLimits) (string, *htt
 	srv := NewServer(h, l)
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	return sock, &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-		}}}
+	return sock, testenv.UnixClient(sock, 30*time.Second)
 }
 
 type answer struct {
@@ -217,9 +214,7 @@ func TestSameAnswersAsHelper(t *testing.T) {
 	}
 	defer l.Close()
 	go volume.NewHandler(recordingDriver{}).Serve(l)
-	helper := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-	}}}
+	helper := testenv.UnixClient(sock, 0)
 	reqs := [][2]string{
 		{"/Plugin.Activate", ""},
 		{"/VolumeDriver.Capabilities", "{}"},

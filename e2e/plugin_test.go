@@ -4,14 +4,11 @@ import (
 	"github.com/securevol/securevol/internal/mountinfo"
 
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +18,7 @@ import (
 	"time"
 
 	"github.com/securevol/securevol/crypto"
+	"github.com/securevol/securevol/internal/testenv"
 )
 
 // The tests' plugins have names of their own, never securevol: a legacy
@@ -248,13 +246,7 @@ func (p *plugin) startDaemon(t testing.TB) {
 
 // socketAnswers checks that a volume plugin answers Plugin.Activate on sock.
 func socketAnswers(sock string) error {
-	c := &http.Client{
-		Timeout: 2 * time.Second,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-		}},
-	}
-	res, err := c.Post("http://plugin/Plugin.Activate", "application/vnd.docker.plugins.v1+json", strings.NewReader("{}"))
+	res, err := testenv.UnixClient(sock, 2*time.Second).Post("http://plugin/Plugin.Activate", "application/vnd.docker.plugins.v1+json", strings.NewReader("{}"))
 	if err != nil {
 		return err
 	}

@@ -2,12 +2,8 @@ package e2e
 
 import (
 	"bytes"
-	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +13,7 @@ import (
 	"time"
 
 	"github.com/securevol/securevol/crypto"
+	"github.com/securevol/securevol/internal/testenv"
 )
 
 // testRemoveGraceUndelete: with a removal grace, `docker volume rm` takes
@@ -109,20 +106,8 @@ func (p *plugin) call(t testing.TB, path string, req any) {
 	if p.managed {
 		sock = filepath.Join("/run/docker/plugins", p.id, "securevol.sock")
 	}
-	c := &http.Client{Timeout: time.Minute, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-	}}}
-	body, _ := json.Marshal(req)
-	resp, err := c.Post("http://plugin"+path, "application/json", bytes.NewReader(body))
-	if err != nil {
+	if err := testenv.PluginCall(testenv.UnixClient(sock, time.Minute), path, req, nil); err != nil {
 		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var e struct{ Err string }
-	json.Unmarshal(b, &e)
-	if resp.StatusCode != http.StatusOK || e.Err != "" {
-		t.Fatalf("%s: %s %s", path, resp.Status, e.Err)
 	}
 }
 
@@ -133,10 +118,7 @@ func testMetricsFromHost(t *testing.T, p *plugin) {
 	vol := newVolume(t, p)
 	runSh(t, "head -c 3000000 /dev/zero > /data/f && sync", "-v", vol+":/data")
 	sock := filepath.Join(p.stateDir, "metrics.sock")
-	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-	}}}
-	resp, err := c.Get("http://metrics/metrics")
+	resp, err := testenv.UnixClient(sock, 30*time.Second).Get("http://metrics/metrics")
 	if err != nil {
 		t.Fatalf("scrape %s: %v", sock, err)
 	}

@@ -92,11 +92,7 @@ func newDaemon(t *testing.T) *daemon {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	h.client = &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-		},
-	}}
+	h.client = testenv.UnixClient(sock, 0)
 	return h
 }
 

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -81,9 +78,7 @@ func newServeProc(t testing.TB, bin string) *serveProc {
 	d := &serveProc{t: t, bin: bin, dir: dir, stateDir: filepath.Join(dir, "state"), mountRoot: filepath.Join(dir, "mnt"),
 		sock: filepath.Join(dir, "run", "securevol.sock"), keyFile: filepath.Join(dir, "etc", "master.key"), logs: &testenv.SyncBuffer{},
 		stdout: &testenv.SyncBuffer{}, stderr: &testenv.SyncBuffer{}}
-	d.client = &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", d.sock)
-	}}}
+	d.client = testenv.UnixClient(d.sock, 2*time.Minute)
 	t.Cleanup(func() {
 		d.kill()
 		// Whatever a failed test left mounted goes.
@@ -182,22 +177,7 @@ func (d *serveProc) stop() {
 // call POSTs to the plugin socket like the engine and decodes the answer.
 func (d *serveProc) call(path string, req any, res any) error {
 	d.t.Helper()
-	b, _ := json.Marshal(req)
-	resp, err := d.client.Post("http://plugin"+path, "application/vnd.docker.plugins.v1.1+json", bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	var e struct{ Err string }
-	json.Unmarshal(body, &e)
-	if resp.StatusCode != 200 || e.Err != "" {
-		return fmt.Errorf("%s: %d %s", path, resp.StatusCode, e.Err)
-	}
-	if res != nil {
-		return json.Unmarshal(body, res)
-	}
-	return nil
+	return testenv.PluginCall(d.client, path, req, res)
 }
 
 func (d *serveProc) must(path string, req any, res any) {

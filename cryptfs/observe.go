@@ -64,55 +64,11 @@ const (
 // String is the op's lower-case FUSE name (READDIRPLUS counts as readdir,
 // STATX as getattr).
 func (o Op) String() string {
-	switch o {
-	case OpLookup:
-		return "lookup"
-	case OpGetAttr:
-		return "getattr"
-	case OpSetAttr:
-		return "setattr"
-	case OpCreate:
-		return "create"
-	case OpOpen:
-		return "open"
-	case OpRead:
-		return "read"
-	case OpWrite:
-		return "write"
-	case OpFsync:
-		return "fsync"
-	case OpFallocate:
-		return "fallocate"
-	case OpOpenDir:
-		return "opendir"
-	case OpReadDir:
-		return "readdir"
-	case OpMkdir:
-		return "mkdir"
-	case OpMknod:
-		return "mknod"
-	case OpSymlink:
-		return "symlink"
-	case OpReadlink:
-		return "readlink"
-	case OpLink:
-		return "link"
-	case OpUnlink:
-		return "unlink"
-	case OpRmdir:
-		return "rmdir"
-	case OpRename:
-		return "rename"
-	case OpStatFs:
-		return "statfs"
-	case OpGetXAttr:
-		return "getxattr"
-	case OpSetXAttr:
-		return "setxattr"
-	case OpListXAttr:
-		return "listxattr"
-	case OpRemoveXAttr:
-		return "removexattr"
+	names := [NumOps]string{"lookup", "getattr", "setattr", "create", "open", "read", "write", "fsync",
+		"fallocate", "opendir", "readdir", "mkdir", "mknod", "symlink", "readlink", "link", "unlink",
+		"rmdir", "rename", "statfs", "getxattr", "setxattr", "listxattr", "removexattr"}
+	if o < NumOps {
+		return names[o]
 	}
 	return "unknown"
 }

@@ -3,6 +3,7 @@ package archive
 import (
 	"archive/tar"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"strings"
 
@@ -206,11 +207,14 @@ func (e *entry) xattrs(fn func(attr, value string) error) error {
 // order checks that the stream is in Write's order: each path after the
 // last in component order (a depth-first walk with each directory's names
 // sorted), so no name comes twice, and each entry's parent directory on
-// the stack of directories along the last path.
+// the stack of directories along the last path; and that a hard link's
+// target is an earlier entry that can have links.
 type order struct {
-	last  []string
-	dirs  []string // the directories along the last path, below the top
-	first bool     // the top's entry has been seen
+	last   []string
+	dirs   []string // the directories along the last path, below the top
+	first  bool     // the top's entry has been seen
+	seed   maphash.Seed
+	linkOK map[uint64]bool // hashes of the names of earlier non-directory entries
 }
 
 // next checks e and returns how many directories the walk leaves before
@@ -220,7 +224,7 @@ func (o *order) next(e *entry) (leave int, err error) {
 		if !e.isRoot() {
 			return 0, damaged("the stream does not begin with the top directory")
 		}
-		o.first = true
+		o.first, o.seed, o.linkOK = true, maphash.MakeSeed(), map[uint64]bool{}
 		return 0, nil
 	}
 	if e.isRoot() || slices.Compare(e.path, o.last) <= 0 {
@@ -232,8 +236,14 @@ func (o *order) next(e *entry) (leave int, err error) {
 	}
 	leave = len(o.dirs) - len(parent)
 	o.dirs = o.dirs[:len(parent)]
-	if e.hdr.Typeflag == tar.TypeDir {
+	if e.link != nil && !o.linkOK[maphash.String(o.seed, e.hdr.Linkname)] {
+		return 0, damaged("hard link %q: target %q is not an earlier entry", e.hdr.Name, e.hdr.Linkname)
+	}
+	switch {
+	case e.hdr.Typeflag == tar.TypeDir:
 		o.dirs = append(o.dirs, e.name())
+	case e.class == classEntry:
+		o.linkOK[maphash.String(o.seed, e.hdr.Name)] = true
 	}
 	o.last = e.path
 	return leave, nil

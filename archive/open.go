@@ -10,17 +10,21 @@ func Open(dir string) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	entries, err := l.scan(func(*entry, int, io.Reader) error { return nil })
+	s, err := l.summary()
 	if err != nil {
 		return nil, err
 	}
-	return l.summary(entries)
+	s.Files, err = l.scan(func(*entry, int, io.Reader) error { return nil })
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
-// summary describes l, whose stream had entries entries, reading (and
-// checking) the handover.
-func (l *layout) summary(entries int) (*Summary, error) {
-	s := &Summary{Manifest: l.digest.String(), Files: entries, Bytes: l.cfg.Stream.Size, Chunks: len(l.chunks), Meta: l.cfg.Volume}
+// summary describes l as its config says, reading (and checking) the
+// handover.
+func (l *layout) summary() (*Summary, error) {
+	s := &Summary{Manifest: l.digest.String(), Files: l.cfg.Stream.Entries, Bytes: l.cfg.Stream.Size, Chunks: len(l.chunks), Meta: l.cfg.Volume}
 	if l.handover != nil {
 		var err error
 		if s.Handover, err = readBlob(l.dir, *l.handover, nil); err != nil {

@@ -29,8 +29,12 @@ func Restore(dir string, dst *backing.Dir) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
+	s, err := l.summary() // checks the handover before anything is written
+	if err != nil {
+		return nil, err
+	}
 	r := &restorer{root: dst, buf: make([]byte, 1<<20)}
-	entries, err := l.scan(r.entry)
+	s.Files, err = l.scan(r.entry)
 	if err == nil {
 		err = r.finish()
 	}
@@ -38,7 +42,7 @@ func Restore(dir string, dst *backing.Dir) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	return l.summary(entries)
+	return s, nil
 }
 
 func checkEmpty(d *backing.Dir) error {

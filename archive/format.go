@@ -56,8 +56,8 @@ const (
 	// level. cryptfs makes any plaintext path of PATH_MAX bytes, which is
 	// at most 2048 levels.
 	MaxDepth = 4096
-	// maxBlob is the largest blob of any kind.
-	maxBlob = max(MaxManifestSize, maxConfig, maxHandover, MaxChunk)
+	// MaxBlob is the largest blob of any kind.
+	MaxBlob = max(MaxManifestSize, maxConfig, maxHandover, MaxChunk)
 )
 
 // Sizes of the bookkeeping files, as package backing reads them.

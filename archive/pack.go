@@ -40,7 +40,7 @@ func Pack(dir string, w io.Writer) error {
 			return err
 		}
 	}
-	buf := make([]byte, maxBlob)
+	buf := make([]byte, MaxBlob)
 	seen := map[v1.Hash]bool{}
 	for _, d := range l.blobs() {
 		if seen[d.Digest] {
@@ -103,7 +103,7 @@ func unpack(r io.Reader, dir string) (*Summary, error) {
 	}
 	tr := tar.NewReader(r)
 	seen := map[string]bool{}
-	buf := make([]byte, maxBlob+1)
+	buf := make([]byte, MaxBlob+1)
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -149,5 +149,5 @@ func unpackLimit(name string) (int64, error) {
 	if _, err := v1.NewHash("sha256:" + rest); !ok || err != nil {
 		return 0, damaged("archive file: entry %q", name)
 	}
-	return maxBlob, nil
+	return MaxBlob, nil
 }

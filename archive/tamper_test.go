@@ -151,7 +151,7 @@ func TestUnpackStrict(t *testing.T) {
 		{"directory", tar.Header{Name: "blobs/", Typeflag: tar.TypeDir}},
 		{"blob in a subdirectory", tar.Header{Name: "blobs/sha256/x/" + hex, Typeflag: tar.TypeReg, Size: 1}},
 		{"oversized index", tar.Header{Name: "index.json", Typeflag: tar.TypeReg, Size: maxIndex + 1}},
-		{"oversized blob", tar.Header{Name: "blobs/sha256/" + hex, Typeflag: tar.TypeReg, Size: maxBlob + 1}},
+		{"oversized blob", tar.Header{Name: "blobs/sha256/" + hex, Typeflag: tar.TypeReg, Size: MaxBlob + 1}},
 		{"blob not matching its name", tar.Header{Name: "blobs/sha256/" + hex, Typeflag: tar.TypeReg, Size: 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

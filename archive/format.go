@@ -32,12 +32,15 @@ const (
 	// MinChunk, MaxChunk and AverageBits bound the chunks: a cut is made
 	// where the fingerprint's low AverageBits bits are zero, not before
 	// MinChunk bytes and at MaxChunk at the latest, so chunks average
-	// about MinChunk + 2^AverageBits = 2 MiB (some 500 for 1 GiB). The
-	// bytes before MinChunk are not fingerprinted at all, which is where
-	// most of the chunker's speed comes from.
-	MinChunk    = 1 << 20
+	// MinChunk + 2^AverageBits = 2 MiB (some 500 for 1 GiB). The bytes
+	// before MinChunk are not fingerprinted at all: a large MinChunk and a
+	// small AverageBits (candidates every 512 KiB) make chunking twice as
+	// fast as restic's 512 KiB and 20 bits, at the price of 1.3% of new
+	// chunks instead of 1.1% after 10 MiB of a 1 GiB stream changed
+	// (docs/FORMAT.md, "Chunks").
+	MinChunk    = 3 << 19
 	MaxChunk    = 8 << 20
-	AverageBits = 20
+	AverageBits = 19
 )
 
 // Limits on what a reader accepts, so that a hostile archive cannot make

@@ -95,7 +95,9 @@ func write(root *backing.Dir, dir string, opts WriteOptions) (*Summary, error) {
 // layout at dir and returns their descriptors in order and the stream's
 // size. Chunking is sequential; hashing and storing run beside it.
 func writeChunks(r io.Reader, dir string) ([]v1.Descriptor, int64, error) {
-	workers := max(runtime.GOMAXPROCS(0)-1, 1)
+	// Storing a chunk waits on the file system as much as it hashes, so
+	// there are more workers than spare processors.
+	workers := runtime.GOMAXPROCS(0) + 1
 	free := make(chan []byte, workers+2) // the chunk buffers: bounds memory
 	for range cap(free) {
 		free <- make([]byte, 0, MaxChunk)

@@ -34,13 +34,14 @@ unit:
 
 # Plain directory vs. securevol vs. gocryptfs, same workloads, one run, on
 # the disk holding BENCH_DIR (needs root, fuse3, gocryptfs); then the crypto
-# micro-benchmarks. BENCH_FLAGS e.g. "-rounds 5" or "-fs plain,gocryptfs";
+# micro-benchmarks and archive export/import next to tar. BENCH_FLAGS e.g. "-rounds 5" or "-fs plain,gocryptfs";
 # go run ./bench/fsbench -h lists them.
 BENCH_DIR   ?= /var/tmp/securevol-bench
 BENCH_FLAGS ?=
 bench: build
 	$(GO) run ./bench/fsbench -securevol $(BIN) -scratch $(BENCH_DIR) $(BENCH_FLAGS)
 	$(GO) test -run '^$$' -bench . -benchtime 200ms ./crypto
+	$(GO) test -run '^$$' -bench ArchiveVsTar -benchtime 3x ./archive
 
 vet:
 	$(GO) vet ./...

@@ -36,7 +36,7 @@ const (
 	// before MinChunk are not fingerprinted at all: a large MinChunk and a
 	// small AverageBits (candidates every 512 KiB) make chunking twice as
 	// fast as restic's 512 KiB and 20 bits, at the price of 1.3% of new
-	// chunks instead of 1.1% after 10 MiB of a 1 GiB stream changed
+	// chunks instead of 1.1% after 10 MiB of 1 GiB of random data changed
 	// (docs/FORMAT.md, "Chunks").
 	MinChunk    = 3 << 19
 	MaxChunk    = 8 << 20

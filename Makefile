@@ -34,8 +34,8 @@ unit:
 
 # Plain directory vs. securevol vs. gocryptfs, same workloads, one run, on
 # the disk holding BENCH_DIR (needs root, fuse3, gocryptfs); then the crypto
-# micro-benchmarks and archive export/import next to tar. BENCH_FLAGS e.g. "-rounds 5" or "-fs plain,gocryptfs";
-# go run ./bench/fsbench -h lists them.
+# micro-benchmarks and archive export/import next to tar. BENCH_FLAGS e.g.
+# "-rounds 5" or "-fs plain,gocryptfs"; go run ./bench/fsbench -h lists them.
 BENCH_DIR   ?= /var/tmp/securevol-bench
 BENCH_FLAGS ?=
 bench: build

@@ -25,9 +25,10 @@ func newBytes(t testing.TB, a, b string) (fresh, total int64) {
 }
 
 // TestIncremental: after 1% of a volume changes (rewritten inside a file,
-// or a new file), most chunks are the ones the first archive had. At
-// this small scale the chunks around each change (about 2 MiB each)
-// weigh more than they do at 1 GiB (see BenchmarkIncremental).
+// or a new file), the new chunks are those around the change, until the
+// chunker finds the old cuts again, a few chunks: what does not depend on
+// the volume's size. At this small scale they weigh more than they do at
+// 1 GiB (BenchmarkIncremental: 1.2-1.4%), so the bound here is absolute.
 func TestIncremental(t *testing.T) {
 	const size, change = 64 << 20, 640 << 10
 	v := newVolume(t)
@@ -62,7 +63,7 @@ func TestIncremental(t *testing.T) {
 			fresh, total := newBytes(t, base, next)
 			frac := float64(fresh) / float64(total)
 			t.Logf("%.1f%% changed: %d of %d bytes in new chunks (%.1f%%)", 100.0*change/size, fresh, total, 100*frac)
-			if fresh < change || frac > 0.10 {
+			if fresh < change || fresh > change+10*(MinChunk+1<<AverageBits) {
 				t.Errorf("new chunks hold %.1f%% of the stream", 100*frac)
 			}
 			base = next

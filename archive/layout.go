@@ -100,6 +100,9 @@ type layout struct {
 	chunks   []v1.Descriptor
 	handover *v1.Descriptor
 	cfg      config
+	// hashed: the chunks' and handover's digests were checked as they were
+	// written (Unpack), so reading them again checks only their sizes.
+	hashed bool
 }
 
 // openLayout reads and checks the layout at dir down to the config.
@@ -223,6 +226,18 @@ func decodeStrict(b []byte, v any) error {
 		return errors.New("data after the value")
 	}
 	return nil
+}
+
+// blob reads blob d of l and checks it.
+func (l *layout) blob(d v1.Descriptor) ([]byte, error) {
+	if !l.hashed {
+		return readBlob(l.dir, d, nil)
+	}
+	b, err := readFile(BlobPath(l.dir, d.Digest), make([]byte, d.Size+1))
+	if err == nil && int64(len(b)) != d.Size {
+		err = damaged("blob %s: %d bytes, not %d", d.Digest, len(b), d.Size)
+	}
+	return b, err
 }
 
 // readBlob reads the blob d of the layout at dir (into buf if it is large

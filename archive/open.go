@@ -10,6 +10,11 @@ func Open(dir string) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
+	return l.check()
+}
+
+// check reads all of l and checks it.
+func (l *layout) check() (*Summary, error) {
 	s, err := l.summary()
 	if err != nil {
 		return nil, err
@@ -27,7 +32,7 @@ func (l *layout) summary() (*Summary, error) {
 	s := &Summary{Manifest: l.digest.String(), Files: l.cfg.Stream.Entries, Bytes: l.cfg.Stream.Size, Chunks: len(l.chunks), Meta: l.cfg.Volume}
 	if l.handover != nil {
 		var err error
-		if s.Handover, err = readBlob(l.dir, *l.handover, nil); err != nil {
+		if s.Handover, err = l.blob(*l.handover); err != nil {
 			return nil, err
 		}
 	}

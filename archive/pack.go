@@ -133,7 +133,12 @@ func unpack(r io.Reader, dir string) (*Summary, error) {
 			return nil, fmt.Errorf("unpack %s: %w", h.Name, err)
 		}
 	}
-	return Open(dir)
+	l, err := openLayout(dir)
+	if err != nil {
+		return nil, err
+	}
+	l.hashed = true // each blob was checked against its name above
+	return l.check()
 }
 
 // unpackLimit is the largest size of the layout file name, or ErrDamaged

@@ -37,7 +37,7 @@ func (l *layout) stream() *chunkStream {
 		s.outs = append(s.outs, out)
 		s.wg.Go(func() {
 			for j := i; j < len(l.chunks); j += streamReaders {
-				b, err := readBlob(l.dir, l.chunks[j], nil)
+				b, err := l.blob(l.chunks[j])
 				select {
 				case out <- chunkResult{b, err}:
 				case <-s.stop:

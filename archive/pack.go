@@ -4,11 +4,14 @@ import (
 	"archive/tar"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -101,44 +104,114 @@ func unpack(r io.Reader, dir string) (*Summary, error) {
 	if err := os.MkdirAll(filepath.Join(dir, blobsDir), 0o755); err != nil {
 		return nil, err
 	}
-	tr := tar.NewReader(r)
-	seen := map[string]bool{}
-	buf := make([]byte, MaxBlob+1)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, damaged("archive file: %v", err)
-		}
-		max, err := unpackLimit(h.Name)
-		if err != nil {
-			return nil, err
-		}
-		if h.Typeflag != tar.TypeReg || h.Size > max || seen[h.Name] || len(seen) >= maxChunks+4 {
-			return nil, damaged("archive file: entry %q", h.Name)
-		}
-		seen[h.Name] = true
-		b := buf[:h.Size]
-		if _, err := io.ReadFull(tr, b); err != nil {
-			return nil, damaged("archive file: %s: %v", h.Name, err)
-		}
-		if hexName, ok := strings.CutPrefix(h.Name, blobsDir+"/"); ok {
-			if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != hexName {
-				return nil, damaged("blob %s does not match its digest", hexName)
-			}
-		}
-		if err := os.WriteFile(filepath.Join(dir, h.Name), b, 0o644); err != nil {
-			return nil, fmt.Errorf("unpack %s: %w", h.Name, err)
-		}
+	if err := unpackFiles(r, dir); err != nil {
+		return nil, err
 	}
 	l, err := openLayout(dir)
 	if err != nil {
 		return nil, err
 	}
-	l.hashed = true // each blob was checked against its name above
+	l.hashed = true // each blob was checked against its name as it was stored
 	return l.check()
+}
+
+// unpackFiles stores the files of the archive file r in dir. Reading is
+// sequential; checking and storing each blob run beside it.
+func unpackFiles(r io.Reader, dir string) error {
+	workers := runtime.GOMAXPROCS(0)
+	free := make(chan []byte, workers+1) // bounds memory
+	for range cap(free) {
+		free <- make([]byte, MaxBlob)
+	}
+	type job struct {
+		name string
+		b    []byte
+	}
+	jobs := make(chan job)
+	var (
+		wg   sync.WaitGroup
+		once sync.Once
+		werr error
+		stop = make(chan struct{})
+	)
+	fail := func(err error) { once.Do(func() { werr = err; close(stop) }) }
+	for range workers {
+		wg.Go(func() {
+			for j := range jobs {
+				if err := unpackFile(dir, j.name, j.b); err != nil {
+					fail(err)
+				}
+				free <- j.b[:cap(j.b)]
+			}
+		})
+	}
+	err := readFiles(r, func(h *tar.Header, tr io.Reader) error {
+		b := <-free
+		if _, err := io.ReadFull(tr, b[:h.Size]); err != nil {
+			free <- b
+			return readErr(err)
+		}
+		select {
+		case jobs <- job{h.Name, b[:h.Size]}:
+			return nil
+		case <-stop:
+			free <- b
+			return errStopped
+		}
+	})
+	close(jobs)
+	wg.Wait()
+	if werr != nil {
+		return werr
+	}
+	return err
+}
+
+// readFiles calls fn for each entry of the archive file r, checked.
+func readFiles(r io.Reader, fn func(h *tar.Header, contents io.Reader) error) error {
+	tr := tar.NewReader(r)
+	seen := map[string]bool{}
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return readErr(err)
+		}
+		max, err := unpackLimit(h.Name)
+		if err != nil {
+			return err
+		}
+		if h.Typeflag != tar.TypeReg || h.Size > max || seen[h.Name] || len(seen) >= maxChunks+4 {
+			return damaged("archive file: entry %q", h.Name)
+		}
+		seen[h.Name] = true
+		if err := fn(h, tr); err != nil {
+			return err
+		}
+	}
+}
+
+// readErr: an archive file that ends early or is not tar is damaged.
+func readErr(err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, tar.ErrHeader) {
+		return damaged("archive file: %v", err)
+	}
+	return fmt.Errorf("read the archive file: %w", err)
+}
+
+// unpackFile checks a blob against its name and stores the file name.
+func unpackFile(dir, name string, b []byte) error {
+	if hexName, ok := strings.CutPrefix(name, blobsDir+"/"); ok {
+		if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != hexName {
+			return damaged("blob %s does not match its digest", hexName)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+		return fmt.Errorf("unpack %s: %w", name, err)
+	}
+	return nil
 }
 
 // unpackLimit is the largest size of the layout file name, or ErrDamaged

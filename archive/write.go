@@ -205,5 +205,6 @@ func writeManifest(dir string, cfg *config, chunks []v1.Descriptor, handover []b
 	return WriteIndex(dir, mb)
 }
 
-// errStopped ends the walk when chunking failed.
-var errStopped = errors.New("chunking stopped")
+// errStopped ends a producer (the walk, reading an archive file) whose
+// consumer failed; the consumer's error is the one reported.
+var errStopped = errors.New("stopped")

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -175,19 +176,47 @@ func forEachBlob(m *v1.Manifest, fn func(v1.Descriptor) error) error {
 	return ferr
 }
 
-// Pull downloads ref into a new layout dir (which must not exist), checking every blob against
-// its digest as it arrives, then checks the layout as archive.Open does and returns what that says.
-// On error nothing is left in dir.
+// Pull downloads ref into a new layout dir (which must not exist or be empty), checking every
+// blob against its digest as it arrives, then checks the layout as archive.Open does and returns
+// what that says. On error nothing is left in dir.
 func Pull(ctx context.Context, ref, dir string, opts Options) (*archive.Summary, error) {
-	if err := os.Mkdir(dir, 0o700); err != nil {
+	created, err := makeEmptyDir(dir)
+	if err != nil {
 		return nil, err
 	}
 	s, err := pull(ctx, ref, dir, opts)
 	if err != nil {
-		os.RemoveAll(dir)
+		removeContents(dir, created)
 		return nil, fmt.Errorf("pull %s: %w", ref, err)
 	}
 	return s, nil
+}
+
+// makeEmptyDir makes dir, or accepts an empty one; created says which.
+func makeEmptyDir(dir string) (created bool, err error) {
+	if err := os.Mkdir(dir, 0o700); err == nil || !errors.Is(err, fs.ErrExist) {
+		return err == nil, err
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false, err
+	}
+	if len(entries) > 0 {
+		return false, fmt.Errorf("%s: %w", dir, archive.ErrNotEmpty)
+	}
+	return false, nil
+}
+
+// removeContents removes dir if Pull made it, else what Pull put in it.
+func removeContents(dir string, created bool) {
+	if created {
+		os.RemoveAll(dir)
+		return
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		os.RemoveAll(filepath.Join(dir, e.Name()))
+	}
 }
 
 func pull(ctx context.Context, ref, dir string, opts Options) (*archive.Summary, error) {

@@ -161,8 +161,8 @@ func TestPushPull(t *testing.T) {
 		t.Errorf("first push: %+v", rep)
 	}
 
-	pulled := filepath.Join(t.TempDir(), "pulled")
-	s, err := Pull(ctx, ref, pulled, Options{})
+	pulled := t.TempDir() // an empty directory will do
+	s, err := Pull(ctx, ref, pulled, Options{Insecure: true})
 	must(t, err)
 	if s.Manifest != rep.Digest {
 		t.Errorf("pulled %s, pushed %s", s.Manifest, rep.Digest)
@@ -198,6 +198,9 @@ func TestPushPull(t *testing.T) {
 	}
 	if _, err := os.Stat(bad); !os.IsNotExist(err) {
 		t.Errorf("a failed pull left %s", bad)
+	}
+	if _, err := Pull(ctx, ref, pulled, Options{}); !errors.Is(err, archive.ErrNotEmpty) {
+		t.Errorf("Pull into a full directory: %v", err)
 	}
 }
 

@@ -94,10 +94,12 @@ func isPartial(id string) bool { return strings.HasSuffix(id, partialSuffix) }
 // Import makes a new volume called name from a backing folder copied from
 // elsewhere (a volume archive), whole or not at all:
 //
-//  1. fill writes the folder into a new, empty one (<id>.partial);
-//  2. its header must be format 2 and open with ks (nil: the daemon's own
-//     master keys), and every name, block, symlink target and extended
-//     attribute must authenticate (fsck);
+//  1. fill writes the folder into a new, empty one (<id>.partial) and
+//     returns the key source that opens its header (nil: the daemon's own
+//     master keys);
+//  2. the header must be format 2 and open with that key source, and
+//     every name, block, symlink target and extended attribute must
+//     authenticate (fsck);
 //  3. holding name's lock, and only if name is still free, the header is
 //     re-wrapped under the daemon's master key for name with a fresh
 //     directory ID (crypto.Header.Rebind), the folder moves to its place
@@ -109,7 +111,7 @@ func isPartial(id string) bool { return strings.HasSuffix(id, partialSuffix) }
 // record, which the next start recovers as name. A name in use is
 // refused with ErrConflict before anything is copied, and again at the
 // end.
-func (d *Driver) Import(name string, ks crypto.KeySource, fill func(root *backing.Dir) error) error {
+func (d *Driver) Import(name string, fill func(root *backing.Dir) (crypto.KeySource, error)) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
@@ -131,7 +133,7 @@ func (d *Driver) Import(name string, ks crypto.KeySource, fill func(root *backin
 		return err
 	}
 	start := time.Now()
-	rep, err := d.adopt(name, id, partial, ks, fill)
+	rep, err := d.adopt(name, id, partial, fill)
 	if err != nil {
 		if err2 := d.removeAll(partial); err2 != nil {
 			d.log.WithError(err2).WithField("folder", partial).Error("deleting the folder of a failed import")
@@ -157,8 +159,12 @@ func (d *Driver) nameFree(name string) error {
 
 // adopt is Import's work on the folder partial, which becomes volume id.
 // On error the caller deletes partial; nothing else is left.
-func (d *Driver) adopt(name, id, partial string, ks crypto.KeySource, fill func(root *backing.Dir) error) (fsck.Report, error) {
-	if err := backing.WithRoot(partial, fill); err != nil {
+func (d *Driver) adopt(name, id, partial string, fill func(root *backing.Dir) (crypto.KeySource, error)) (fsck.Report, error) {
+	var ks crypto.KeySource
+	if err := backing.WithRoot(partial, func(root *backing.Dir) (err error) {
+		ks, err = fill(root)
+		return err
+	}); err != nil {
 		return fsck.Report{}, err
 	}
 	h, ks, rep, err := d.authenticate(partial, ks)

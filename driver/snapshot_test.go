@@ -18,14 +18,14 @@ import (
 )
 
 // cpFolder copies the folder src into the open folder root, attributes
-// and all (cp -a through root's descriptor).
-func cpFolder(src string) func(root *backing.Dir) error {
-	return func(root *backing.Dir) error {
+// and all (cp -a through root's descriptor), and answers ks.
+func cpFolder(src string, ks crypto.KeySource) func(root *backing.Dir) (crypto.KeySource, error) {
+	return func(root *backing.Dir) (crypto.KeySource, error) {
 		dst := fmt.Sprintf("/proc/%d/fd/%d/", os.Getpid(), root.Fd())
 		if out, err := exec.Command("cp", "-a", src+"/.", dst).CombinedOutput(); err != nil {
-			return fmt.Errorf("cp: %v: %s", err, out)
+			return nil, fmt.Errorf("cp: %v: %s", err, out)
 		}
-		return nil
+		return ks, nil
 	}
 }
 
@@ -80,7 +80,7 @@ func TestSnapshotImport(t *testing.T) {
 	if h.Name != "src" || h.ID != e.record("src").DirID {
 		t.Fatalf("Snapshot gave the header of %q (%s)", h.Name, h.ID)
 	}
-	if err := e.d.Import("copy", nil, cpFolder(snap)); err != nil {
+	if err := e.d.Import("copy", cpFolder(snap, nil)); err != nil {
 		t.Fatal(err)
 	}
 	rec, src := e.record("copy"), e.record("src")
@@ -166,7 +166,7 @@ func TestImportRefuses(t *testing.T) {
 	before := e.volumeFolders()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			err := e.d.Import(tc.as, tc.ks, cpFolder(tc.src(t)))
+			err := e.d.Import(tc.as, cpFolder(tc.src(t), tc.ks))
 			if !errors.Is(err, tc.class) || !strings.Contains(fmt.Sprint(err), tc.says) {
 				t.Fatalf("import: %v, want %v saying %q", err, tc.class, tc.says)
 			}
@@ -179,7 +179,7 @@ func TestImportRefuses(t *testing.T) {
 		})
 	}
 	fillErr := errors.New("the copy broke off")
-	if err := e.d.Import("copy", nil, func(*backing.Dir) error { return fillErr }); !errors.Is(err, fillErr) {
+	if err := e.d.Import("copy", func(*backing.Dir) (crypto.KeySource, error) { return nil, fillErr }); !errors.Is(err, fillErr) {
 		t.Fatalf("fill failing: %v", err)
 	}
 	if got := e.volumeFolders(); !slices.Equal(got, before) {

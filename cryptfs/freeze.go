@@ -23,7 +23,10 @@ import (
 // then holds exactly what the requests answered before the freeze left:
 // what a crash at that moment would have left, which is what a program
 // that survives crashes (a database, a rename-based writer) can restore
-// from. A request that waits and is interrupted (a signal to the writer)
+// from. Like a crash, a freeze can fall inside one write(2): the kernel
+// sends a write that starts inside a page as one request up to the end of
+// that page and more for the rest, and the copy may hold the first part
+// only. A request that waits and is interrupted (a signal to the writer)
 // fails with EINTR, as an interrupted write(2) may.
 //
 // The kernel keeps its own locks while a request waits: a directory with

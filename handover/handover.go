@@ -42,48 +42,61 @@ var (
 	ErrMalformed = errors.New("the archive's handover is damaged or is not a securevol handover")
 )
 
-// Seal returns h, whose volume key ks opens, re-wrapped under a fresh
-// random export key (the header to archive instead of the folder's own),
-// and the export key encrypted with age to recipients (the handover
-// blob). The header keeps h's name, ID and labels; only its wrapping
-// changes, so it reveals what h reveals. age refuses a passphrase
-// (scrypt) recipient together with others.
-func Seal(h *crypto.Header, ks crypto.KeySource, recipients []age.Recipient) (header, blob []byte, err error) {
+// Export is a handover being made: a fresh random export key, and Blob,
+// the export key encrypted with age to the recipients. Making one costs
+// what age costs (a passphrase: about a second of scrypt); sealing a
+// header with it costs microseconds, so an export makes it before it
+// holds the volume's writes.
+type Export struct {
+	key  *crypto.MasterKey
+	Blob []byte // the handover blob, stored with the archive
+}
+
+// NewExport makes a fresh export key and encrypts it to recipients. age
+// refuses a passphrase (scrypt) recipient together with others.
+func NewExport(recipients []age.Recipient) (*Export, error) {
 	if len(recipients) == 0 {
-		return nil, nil, ErrNoRecipients
+		return nil, ErrNoRecipients
 	}
 	raw := make([]byte, crypto.KeySize)
 	defer clear(raw)
 	if _, err := io.ReadFull(rand.Reader, raw); err != nil {
-		return nil, nil, fmt.Errorf("read random: %w", err)
+		return nil, fmt.Errorf("read random: %w", err)
 	}
-	export, err := crypto.NewMasterKey(raw)
+	key, err := crypto.NewMasterKey(raw)
 	if err != nil {
-		return nil, nil, err
-	}
-	defer export.Wipe()
-	nh, _, err := h.Rewrap(ks, crypto.StaticKey{Key: export})
-	if err != nil {
-		return nil, nil, fmt.Errorf("wrap the volume key under the export key: %w", err)
-	}
-	if header, err = nh.Marshal(); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	var out bytes.Buffer
 	w, err := age.Encrypt(&out, recipients...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("encrypt the export key: %w", err)
+		return nil, fmt.Errorf("encrypt the export key: %w", err)
 	}
 	plain := append([]byte(magic), raw...)
 	defer clear(plain)
 	if _, err := w.Write(plain); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if err := w.Close(); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return header, out.Bytes(), nil
+	return &Export{key: key, Blob: out.Bytes()}, nil
 }
+
+// Seal returns h, whose volume key ks opens, re-wrapped under the export
+// key: the header to archive instead of the folder's own. It keeps h's
+// name, ID and labels; only its wrapping changes, so it reveals what h
+// reveals.
+func (e *Export) Seal(h *crypto.Header, ks crypto.KeySource) ([]byte, error) {
+	nh, _, err := h.Rewrap(ks, crypto.StaticKey{Key: e.key})
+	if err != nil {
+		return nil, fmt.Errorf("wrap the volume key under the export key: %w", err)
+	}
+	return nh.Marshal()
+}
+
+// Wipe forgets the export key.
+func (e *Export) Wipe() { e.key.Wipe() }
 
 // Open decrypts the handover blob with identities and returns the export
 // key, which opens the archive's header.

@@ -64,10 +64,15 @@ func TestSealOpen(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			h, ks, keys := newHeader(t)
-			raw, blob, err := Seal(h, ks, tc.recipients)
+			ex, err := NewExport(tc.recipients)
 			if err != nil {
 				t.Fatal(err)
 			}
+			raw, err := ex.Seal(h, ks)
+			if err != nil {
+				t.Fatal(err)
+			}
+			blob := ex.Blob
 			sh, err := crypto.ParseHeader(raw)
 			if err != nil {
 				t.Fatal(err)
@@ -109,29 +114,33 @@ func TestSealOpen(t *testing.T) {
 }
 
 func TestSealRefuses(t *testing.T) {
-	h, ks, _ := newHeader(t)
-	if _, _, err := Seal(h, ks, nil); !errors.Is(err, ErrNoRecipients) {
+	h, _, _ := newHeader(t)
+	if _, err := NewExport(nil); !errors.Is(err, ErrNoRecipients) {
 		t.Errorf("no recipients: %v", err)
 	}
 	x, _ := age.GenerateX25519Identity()
 	passR, _ := fastScrypt(t, "pass")
-	if _, _, err := Seal(h, ks, []age.Recipient{x.Recipient(), passR}); err == nil {
+	if _, err := NewExport([]age.Recipient{x.Recipient(), passR}); err == nil {
 		t.Error("a passphrase together with a public key was accepted (age allows a passphrase only alone)")
 	}
+	ex, err := NewExport([]age.Recipient{x.Recipient()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	other, _ := crypto.RandomMasterKey()
-	if _, _, err := Seal(h, crypto.StaticKey{Key: other}, []age.Recipient{x.Recipient()}); !errors.Is(err, crypto.ErrWrongKey) {
+	if _, err := ex.Seal(h, crypto.StaticKey{Key: other}); !errors.Is(err, crypto.ErrWrongKey) {
 		t.Errorf("sealing with a key that does not open the header: %v", err)
 	}
 }
 
 // Damaged handovers and age files that are no handover are refused.
 func TestOpenRefusesDamage(t *testing.T) {
-	h, ks, _ := newHeader(t)
 	x, _ := age.GenerateX25519Identity()
-	_, blob, err := Seal(h, ks, []age.Recipient{x.Recipient()})
+	ex, err := NewExport([]age.Recipient{x.Recipient()})
 	if err != nil {
 		t.Fatal(err)
 	}
+	blob := ex.Blob
 	ids := []age.Identity{x}
 	flipped := bytes.Clone(blob)
 	flipped[len(flipped)-5] ^= 1

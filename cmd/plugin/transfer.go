@@ -155,34 +155,33 @@ With -o - (or no -o, if the output is not a terminal) the archive goes to
 standard output.`,
 		Args: nameArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			req, err := seal.request(args[0])
+			if err != nil {
+				return err
+			}
+			defer clear(req.Passphrase)
 			w, done, err := archiveOutput(s, out)
 			if err != nil {
 				return err
 			}
-			req, err := seal.request(args[0])
+			var res *daemon.ExportResult
+			err = withDaemon(*stateDir, func(c *daemon.Client) (err error) {
+				res, err = exportTo(cmd.Context(), c, *stateDir, req, func(dir string) error { return archive.Pack(dir, w) })
+				return err
+			})
+			if derr := done(err == nil); derr != nil {
+				return derr
+			}
 			if err != nil {
-				done(false)
 				return err
 			}
-			defer clear(req.Passphrase)
-			return withDaemon(*stateDir, func(c *daemon.Client) error {
-				res, err := exportTo(cmd.Context(), c, *stateDir, req, func(dir string) error { return archive.Pack(dir, w) })
-				if err == nil {
-					err = done(true)
-				} else {
-					done(false)
-				}
-				if err != nil {
-					return err
-				}
-				msg := s.out
-				if out == "" || out == "-" {
-					msg = s.err
-				}
-				fmt.Fprintf(msg, "exported %s: %d entries, %s in %d chunks, manifest %s; %s\n", args[0], res.Files,
-					units.BytesSize(float64(res.Bytes)), res.Chunks, res.Manifest, sealedTo(res.Handover))
-				return nil
-			})
+			msg := s.out
+			if out == "" || out == "-" {
+				msg = s.err
+			}
+			fmt.Fprintf(msg, "exported %s: %d entries, %s in %d chunks, manifest %s; %s\n", args[0], res.Files,
+				units.BytesSize(float64(res.Bytes)), res.Chunks, res.Manifest, sealedTo(res.Handover))
+			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", "", "the archive file to write (- for standard output); written whole or not at all")
@@ -217,7 +216,7 @@ func exportTo(ctx context.Context, c *daemon.Client, stateDir string, req daemon
 
 // archiveOutput is where an export goes: standard output (not a
 // terminal), or a temporary file next to out that done(true) renames
-// into place and done(false) deletes.
+// into place and done(false) deletes (its error is then nil).
 func archiveOutput(s streams, out string) (io.Writer, func(ok bool) error, error) {
 	if out == "" || out == "-" {
 		if f, ok := s.out.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
@@ -239,6 +238,9 @@ func archiveOutput(s streams, out string) (io.Writer, func(ok bool) error, error
 		}
 		if !ok || err != nil {
 			os.Remove(f.Name())
+		}
+		if !ok {
+			return nil
 		}
 		return err
 	}

@@ -169,6 +169,9 @@ func TestVolumeTransferCommands(t *testing.T) {
 	if got := entries(filepath.Join(b.stateDir, "volumes")); got != before {
 		t.Errorf("volumes after the refusals: %s, was %s", got, before)
 	}
+	if out := run(1, "volume", "export", "db", "-o", filepath.Join(dir, "x.tar"), "--state-dir", t.TempDir()); !strings.Contains(out, "no securevol daemon answers") {
+		t.Errorf("export without a daemon said %s", out)
+	}
 	if _, err := os.Stat(filepath.Join(dir, "x.tar")); err == nil {
 		t.Error("a failed export left its file")
 	}

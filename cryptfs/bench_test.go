@@ -16,8 +16,9 @@ import (
 
 const benchFileSize = 256 << 20
 
-// benchTargets yields a plain directory, a mounted one, and one mounted
-// with a size limit (that is never reached: the cost of counting).
+// benchTargets yields a plain directory, a mounted one, one mounted with a
+// size limit (that is never reached: the cost of counting), and one with a
+// Freezer (never frozen: the cost of the gate).
 func benchTargets(b *testing.B, fn func(b *testing.B, dir string, drop func())) {
 	b.Run("plain", func(b *testing.B) {
 		fn(b, b.TempDir(), func() {})
@@ -28,6 +29,10 @@ func benchTargets(b *testing.B, fn func(b *testing.B, dir string, drop func())) 
 	})
 	b.Run("securevol-limit", func(b *testing.B) {
 		m := newTestMountOpts(b, Options{Quota: NewQuota(1 << 50)})
+		fn(b, m.dir, m.remount)
+	})
+	b.Run("securevol-freezer", func(b *testing.B) {
+		m := newTestMountOpts(b, Options{Freezer: NewFreezer()})
 		fn(b, m.dir, m.remount)
 	})
 }

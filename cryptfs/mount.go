@@ -67,6 +67,9 @@ type Options struct {
 	// Quota, if not nil, limits what the backing folder may hold and
 	// counts it (see quota.go); nil means no limit and no count.
 	Quota *Quota
+	// Freezer, if not nil, can hold the mount's changes while a snapshot
+	// of its backing folder is taken (see freeze.go); nil costs nothing.
+	Freezer *Freezer
 	// Observer hears of the mount's start and end, its requests and its
 	// authentication failures, for metrics; nil costs nothing.
 	Observer Observer
@@ -218,6 +221,9 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 		Logger:          newLogger(log, logrus.WarnLevel),
 	})
 	var raw fuse.RawFileSystem = &treeGuard{RawFileSystem: rawFS, mu: &f.treeMu}
+	if opts.Freezer != nil {
+		raw = &frozenGate{RawFileSystem: raw, f: opts.Freezer}
+	}
 	if opts.Observer != nil {
 		raw = &observed{RawFileSystem: raw, obs: opts.Observer}
 	}

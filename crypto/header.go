@@ -51,6 +51,9 @@ var ErrHeaderTampered = errors.New("header tampered with: its fields do not matc
 // ErrNotV1 is returned by Upgrade for a header that is not format 1.
 var ErrNotV1 = errors.New("not a format 1 header")
 
+// ErrNotV2 is returned by Rebind for a header that is not format 2.
+var ErrNotV2 = errors.New("not a format 2 header")
+
 // ErrMalformedHeader means a header document is not one securevol wrote.
 // Its messages never quote the document's bytes: a header may be anything
 // a hostile folder holds (another file's contents, through a planted link).
@@ -393,6 +396,38 @@ func (h *Header) Upgrade(ks KeySource, name string, labels map[string]string) (*
 	defer clear(vk)
 	nh := h.clone()
 	nh.Format, nh.Name, nh.Labels, nh.UpgradedFrom = FormatVersion, name, maps.Clone(labels), h.Format
+	if err := nh.seal(mk, vk); err != nil {
+		return nil, err
+	}
+	return nh, nil
+}
+
+// Rebind returns the header of a new volume called name that shares h's
+// volume key, and so reads h's folder's data: a copy of h (opened by
+// oldKS) with a fresh directory ID and creation time, and its key wrapped
+// by newKS. It is how an imported or cloned folder becomes a volume of its
+// own: its ID tells it from the folder it was copied from. h must be
+// format 2, whose labels (kept) are authenticated.
+func (h *Header) Rebind(oldKS, newKS KeySource, name string) (*Header, error) {
+	if h.Format != FormatVersion {
+		return nil, ErrNotV2
+	}
+	vk, err := h.volumeKey(oldKS)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(vk)
+	id := make([]byte, 16)
+	if _, err := io.ReadFull(rand.Reader, id); err != nil {
+		return nil, fmt.Errorf("read random: %w", err)
+	}
+	nh := h.clone()
+	nh.ID, nh.Created, nh.Name = hex.EncodeToString(id), time.Now().UTC().Truncate(time.Second), name
+	nh.KDF = newKS.NewKDF()
+	mk, err := newKS.MasterKey(nh.KDF)
+	if err != nil {
+		return nil, err
+	}
 	if err := nh.seal(mk, vk); err != nil {
 		return nil, err
 	}

@@ -248,3 +248,45 @@ func TestHeaderNamesDiffer(t *testing.T) {
 		t.Fatalf("b's header with a's ID: %v", err)
 	}
 }
+
+// Rebind makes another volume's header over the same volume key: new
+// name, new directory ID, wrapped by the new key source only; the labels
+// stay; format 1 and a wrong old key are refused.
+func TestRebind(t *testing.T) {
+	for _, tc := range headerCases(t) {
+		t.Run(tc.name, func(t *testing.T) {
+			h, keys, err := NewHeader(tc.ks, "src", map[string]string{"uid": "7"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := h.Rebind(tc.wrong, tc.to, "dst"); !errors.Is(err, ErrWrongKey) {
+				t.Fatalf("rebind with a wrong key: %v", err)
+			}
+			nh, err := h.Rebind(tc.ks, tc.to, "dst")
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, _ := nh.Marshal()
+			if nh, err = ParseHeader(raw); err != nil {
+				t.Fatal(err)
+			}
+			if nh.Name != "dst" || nh.ID == h.ID || nh.Labels["uid"] != "7" || nh.Format != FormatVersion {
+				t.Fatalf("rebound header: %s", raw)
+			}
+			got, err := nh.Open(tc.to)
+			if err != nil || got.content != keys.content {
+				t.Fatalf("the rebound header opens another volume key: %v", err)
+			}
+			if _, err := nh.Open(tc.ks); err == nil && tc.ks != tc.to {
+				t.Fatal("the old key source opens the rebound header")
+			}
+			if _, err := h.Open(tc.ks); err != nil || h.Name != "src" {
+				t.Fatalf("the original header changed: %v", err)
+			}
+		})
+	}
+	mk, _ := NewMasterKey(kvMaster)
+	if _, err := v1Header(t).Rebind(StaticKey{mk}, StaticKey{mk}, "dst"); !errors.Is(err, ErrNotV2) {
+		t.Fatalf("rebind of a format 1 header: %v", err)
+	}
+}

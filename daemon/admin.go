@@ -17,9 +17,10 @@ import (
 	"github.com/securevol/securevol/internal/logging"
 )
 
-// maxAdminRequest bounds an admin request body: a base64 key or a name in
-// a small JSON object.
-const maxAdminRequest = 4096
+// maxAdminRequest bounds an admin request body: a base64 key, a name, or
+// an export's age recipients (a post-quantum one is about 2 KB) in a small
+// JSON object.
+const maxAdminRequest = 64 << 10
 
 // adminLimits are the plugin socket's limits without the write limit: a
 // rotation re-wraps every volume, so its time grows with their number, and
@@ -49,6 +50,9 @@ func (s *service) routes(m *adminMux) {
 	handle(m, callRelease, s.release)
 	handle(m, callRemoved, s.removed)
 	handle(m, callUndelete, s.undelete)
+	handle(m, callExport, s.export)
+	handle(m, callImport, s.importVolume)
+	handle(m, callClone, s.clone)
 }
 
 // adminMux serves the admin calls.

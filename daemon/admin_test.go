@@ -47,7 +47,7 @@ func TestAdminSocketLimits(t *testing.T) {
 		code       string
 		errPart    string
 	}{
-		{"oversized", `{"Key":"` + strings.Repeat("A", maxAdminRequest) + `"}`, http.StatusRequestEntityTooLarge, "too-large", "request body larger than 4096 bytes"},
+		{"oversized", `{"Key":"` + strings.Repeat("A", maxAdminRequest) + `"}`, http.StatusRequestEntityTooLarge, "too-large", "request body larger than 65536 bytes"},
 		{"malformed", `{"Key":`, http.StatusBadRequest, "bad-request", "malformed request"},
 		{"short key", `{"Key":"AAAA"}`, http.StatusBadRequest, "bad-request", "must be 32 bytes"},
 	}

@@ -1,6 +1,10 @@
 package daemon
 
-import "github.com/securevol/securevol/driver"
+import (
+	"github.com/securevol/securevol/archive"
+	"github.com/securevol/securevol/driver"
+	"github.com/securevol/securevol/handover"
+)
 
 // The admin protocol: each call is POST /Admin.<name> on the admin socket
 // with its request as JSON. The answer is its result as JSON (200), or an
@@ -16,6 +20,9 @@ const (
 	callRelease   = "Release"
 	callRemoved   = "Removed"
 	callUndelete  = "Undelete"
+	callExport    = "Export"
+	callImport    = "Import"
+	callClone     = "Clone"
 )
 
 // RotateKeyRequest hands the daemon a new master key.
@@ -86,6 +93,58 @@ type UndeleteRequest struct {
 // UndeleteResult is empty: the volume is back under its name.
 type UndeleteResult struct{}
 
+// ExportRequest asks for a snapshot of the volume Name as an archive (see
+// transfer.go). With Recipients or Passphrase its key travels in a
+// handover only they open; without, it stays wrapped under the daemon's
+// master key.
+type ExportRequest struct {
+	Name       string
+	Recipients string `json:",omitempty"` // age recipients, one per line (an age recipients file)
+	Passphrase []byte `json:",omitempty"` // an export passphrase (age scrypt), instead of recipients
+}
+
+// ExportResult names the archive layout the export wrote: the caller
+// reads it (pack, push) and then deletes it.
+type ExportResult struct {
+	Dir      string // the layout, relative to the state dir: exports/<32 hex digits>
+	Manifest string // its manifest's digest
+	Files    int    // entries in the backing folder's stream
+	Bytes    int64  // size of the stream
+	Chunks   int
+	Handover bool // the key is sealed to recipients or a passphrase
+}
+
+// ImportRequest asks for the archive layout in Dir (imports/<32 hex
+// digits>, written by the caller, who deletes it afterwards) to become the
+// new volume Name. Identities (an age identity file's contents) or
+// Passphrase open a handover.
+type ImportRequest struct {
+	Name       string
+	Dir        string
+	Identities string `json:",omitempty"`
+	Passphrase []byte `json:",omitempty"`
+}
+
+// ImportResult describes the imported archive.
+type ImportResult struct {
+	Source   string // the volume's name where it was exported
+	Manifest string
+	Files    int
+	Bytes    int64
+}
+
+// CloneRequest asks for a new volume Name with the contents of Source.
+type CloneRequest struct {
+	Source string
+	Name   string
+}
+
+// CloneResult describes the copy.
+type CloneResult struct {
+	Files int
+	Bytes int64
+}
+
 // errorReply is a failed call's answer: the error's text, and the code of
 // the sentinel it wraps (see wireErrors).
 type errorReply struct {
@@ -110,6 +169,11 @@ func wireErrors() []wireError {
 		{"too-large", 413, ErrTooLarge},
 		{"no-such-volume", 404, ErrNoSuchVolume},
 		{"key-source", 409, ErrKeySource},
+		{"no-handover", 400, ErrNoHandover},
+		{"need-identity", 400, ErrNeedIdentity},
+		{"wrong-identity", 403, handover.ErrWrongIdentity},
+		{"bad-handover", 422, handover.ErrMalformed},
+		{"damaged", 422, archive.ErrDamaged},
 		// The driver's error classes, for the calls that reach it.
 		{"not-found", 404, driver.ErrNotFound},
 		{"conflict", 409, driver.ErrConflict},

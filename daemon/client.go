@@ -102,6 +102,36 @@ func (c *Client) Undelete(ctx context.Context, name, id string) error {
 	return c.call(ctx, callUndelete, &UndeleteRequest{Name: name, ID: id}, &UndeleteResult{})
 }
 
+// Export has the daemon snapshot a volume into an archive layout in the
+// state dir (ExportResult.Dir; see TransferPath), which the caller deletes
+// once it has read it.
+func (c *Client) Export(ctx context.Context, req ExportRequest) (*ExportResult, error) {
+	var res ExportResult
+	if err := c.call(ctx, callExport, &req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// Import has the daemon make the archive layout in the state dir
+// (req.Dir, from NewTransferDir) a new volume.
+func (c *Client) Import(ctx context.Context, req ImportRequest) (*ImportResult, error) {
+	var res ImportResult
+	if err := c.call(ctx, callImport, &req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// Clone has the daemon make the new volume name with source's contents.
+func (c *Client) Clone(ctx context.Context, source, name string) (*CloneResult, error) {
+	var res CloneResult
+	if err := c.call(ctx, callClone, &CloneRequest{Source: source, Name: name}, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
 // RemoteError is an admin call's failure as the daemon told it. It wraps
 // the sentinel the daemon's error wrapped, if the protocol carries it.
 type RemoteError struct {

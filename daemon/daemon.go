@@ -222,6 +222,7 @@ func Run(ctx context.Context, cfg Config) error {
 		"stale_mounts": rep.StaleMounts, "remounted": rep.Remounted, "problems": len(rep.Problems),
 		"quarantined": len(rep.Quarantined), "in_grace": rep.InGrace, "took": rep.Took.Round(time.Millisecond)}).Info("state loaded")
 
+	cleanTransfers(cfg.StateDir, log)
 	svc := &service{cfg: cfg, drv: drv, keys: keys, log: log, metrics: m}
 	return svc.serve(ctx, start)
 }

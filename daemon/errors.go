@@ -25,6 +25,11 @@ var (
 	ErrKeyMissing = errors.New("key file missing")
 	// ErrBadConfig: a Config value that can never work.
 	ErrBadConfig = errors.New("invalid daemon configuration")
+	// ErrNoHandover: identities or a passphrase were given for an
+	// archive without handover.
+	ErrNoHandover = errors.New("the archive has no handover")
+	// ErrNeedIdentity: an archive with a handover, and nothing to open it.
+	ErrNeedIdentity = errors.New("an identity or passphrase is needed")
 	// ErrSameKeyFile: the new key file is the old one.
 	ErrSameKeyFile = errors.New("the new key file is the old key file")
 )

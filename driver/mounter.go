@@ -3,6 +3,7 @@ package driver
 import (
 	"github.com/securevol/securevol/internal/mountinfo"
 
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -35,9 +36,22 @@ type usageCounter interface {
 	Used() int64
 }
 
+// freezable is a Mount whose changes to its backing folder can be held
+// while the folder is copied (see cryptfs.Freezer).
+type freezable interface {
+	Freeze(ctx context.Context) (thaw func(), err error)
+}
+
+// fuseMount is a cryptfs mount, with the Freezer that can hold its
+// changes.
+type fuseMount struct {
+	*fuse.Server
+	*cryptfs.Freezer
+}
+
 // limitedMount is a FUSE mount with a size limit.
 type limitedMount struct {
-	*fuse.Server
+	fuseMount
 	quota *cryptfs.Quota
 }
 
@@ -66,6 +80,9 @@ func FUSEMounter(metrics Metrics) Mounter {
 			// 100 MiB RSS; sequential throughput measured the same as
 			// with 1 MiB.
 			MaxWrite: 256 << 10,
+			// Every mount can be snapshotted (Driver.Snapshot); a
+			// changing request pays two atomic adds for it.
+			Freezer: cryptfs.NewFreezer(),
 		}
 		if size > 0 {
 			opts.Quota = cryptfs.NewQuota(size)
@@ -77,10 +94,11 @@ func FUSEMounter(metrics Metrics) Mounter {
 		if err != nil {
 			return nil, err
 		}
+		m := fuseMount{srv, opts.Freezer}
 		if opts.Quota != nil {
-			return limitedMount{srv, opts.Quota}, nil
+			return limitedMount{m, opts.Quota}, nil
 		}
-		return srv, nil
+		return m, nil
 	}
 }
 

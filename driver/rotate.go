@@ -41,8 +41,8 @@ func (d *Driver) RotateKey(newKS crypto.KeySource) (*RotateReport, error) {
 	}
 	rep := &RotateReport{}
 	for _, e := range ents {
-		if !e.IsDir() {
-			continue
+		if !e.IsDir() || isPartial(e.Name()) {
+			continue // an import wraps its folder's key as it ends
 		}
 		dir := d.backing(e.Name())
 		err := rewrapAny(dir, old, newKS)

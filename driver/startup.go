@@ -91,7 +91,8 @@ type folder struct {
 //   - a record without a folder, and a folder that can't be placed, are
 //     reported and left alone;
 //   - a folder without header and without data (a create cut short before
-//     its header was written) is deleted.
+//     its header was written) is deleted, and so is the folder of an
+//     import cut short (<id>.partial).
 func (d *Driver) reconcile(rep *StartReport) error {
 	records, err := d.cfg.Store.List()
 	if err != nil {
@@ -124,6 +125,13 @@ func (d *Driver) reconcile(rep *StartReport) error {
 		dir := d.backing(e.Name())
 		if !e.IsDir() {
 			d.problem(rep, "", fmt.Sprintf("%s is not a volume folder; ignored", dir))
+			continue
+		}
+		if isPartial(e.Name()) {
+			// An import cut short: the archive it came from is still there.
+			if err := d.removeAll(dir); err == nil {
+				d.log.WithField("folder", dir).Info("deleted the folder of an import that was cut short")
+			}
 			continue
 		}
 		ids[e.Name()] = true

@@ -178,66 +178,74 @@ func (v *vol) watch(lm *liveMount) {
 	}
 }
 
-// open unwraps the volume key with the first key source that opens its
-// folder and checks that the folder is this volume's: its header's
-// authenticated name must be the volume's name, and its directory ID the
-// record's DirID, so two volumes' folders swapped on disk (namesakes
-// included) are refused rather than each showing the other's plaintext. A format 1 folder is upgraded to format 2 on the way, under
-// the database's name.
+// open unwraps the volume key of the volume's folder (see verify).
 func (v *vol) open() (*crypto.VolumeKeys, error) {
+	var keys *crypto.VolumeKeys
+	err := backing.WithRoot(v.dir(), func(root *backing.Dir) (err error) {
+		_, _, keys, err = v.verify(root)
+		return err
+	})
+	return keys, err
+}
+
+// verify unwraps the volume key of the folder root with the first key
+// source that opens it and checks that the folder is this volume's: its
+// header's authenticated name must be the volume's name, and its directory
+// ID the record's DirID, so two volumes' folders swapped on disk
+// (namesakes included) are refused rather than each showing the other's
+// plaintext. A format 1 folder is upgraded to format 2 on the way, under
+// the database's name. It returns the header (as it is now), the key
+// source that opens it and the volume's keys.
+func (v *vol) verify(root *backing.Dir) (*crypto.Header, crypto.KeySource, *crypto.VolumeKeys, error) {
 	d := v.d
 	dir := v.dir()
-	root, err := backing.OpenRoot(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer root.Close()
 	h, err := backing.ReadHeader(root)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", dir, err)
+		return nil, nil, nil, fmt.Errorf("%s: %w", dir, err)
 	}
 	unlock, err := d.rlockKeys()
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	defer unlock()
 	ks, keys, err := d.open(h)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	if h.Authenticated() && h.Name != v.name {
-		return nil, fmt.Errorf("%w: %s holds the volume %q, not %q (folders swapped or copied on disk?); refusing it", errWrongFolder, dir, h.Name, v.name)
+		return nil, nil, nil, fmt.Errorf("%w: %s holds the volume %q, not %q (folders swapped or copied on disk?); refusing it", errWrongFolder, dir, h.Name, v.name)
 	}
 	// The key opened, so h.ID is authentic: it tells this volume's folder
 	// from a namesake's. A record from before DirID is bound now.
 	if v.rec.DirID == "" {
 		v.rec.DirID = h.ID
 	} else if h.ID != v.rec.DirID {
-		return nil, fmt.Errorf("%w: %s holds another folder of the volume %q (directory ID %s, not %s: a removed namesake's, or a copy, swapped in?); refusing it", errWrongFolder, dir, v.name, h.ID, v.rec.DirID)
+		return nil, nil, nil, fmt.Errorf("%w: %s holds another folder of the volume %q (directory ID %s, not %s: a removed namesake's, or a copy, swapped in?); refusing it", errWrongFolder, dir, v.name, h.ID, v.rec.DirID)
 	}
 	if !h.Authenticated() {
 		// Bound to the database's name, so the name now matches.
-		if err := v.upgrade(root, h, ks); err != nil {
-			return nil, err
+		if h, err = v.upgrade(root, h, ks); err != nil {
+			return nil, nil, nil, err
 		}
 	}
-	return keys, nil
+	return h, ks, keys, nil
 }
 
 // upgrade rewrites the format 1 header h of the volume's folder root as
 // format 2, binding it to the name and options the database records
-// (never to the header's own labels, which nothing authenticates). Only
-// the header changes: format 2 keeps every data key.
-func (v *vol) upgrade(root *backing.Dir, h *crypto.Header, ks crypto.KeySource) error {
+// (never to the header's own labels, which nothing authenticates), and
+// returns the new header. Only the header changes: format 2 keeps every
+// data key.
+func (v *vol) upgrade(root *backing.Dir, h *crypto.Header, ks crypto.KeySource) (*crypto.Header, error) {
 	nh, err := h.Upgrade(ks, v.name, optionLabels(v.rec.Options))
 	if err == nil {
 		err = backing.WriteHeader(root, nh)
 	}
 	if err != nil {
-		return fmt.Errorf("upgrading the folder to format %d: %w", crypto.FormatVersion, err)
+		return nil, fmt.Errorf("upgrading the folder to format %d: %w", crypto.FormatVersion, err)
 	}
 	v.d.log.WithFields(logrus.Fields{"volume": v.name, "id": v.rec.ID}).Infof("upgraded the folder from format %d to %d (header only; no data rewritten)", h.Format, nh.Format)
-	return nil
+	return nh, nil
 }
 
 // detach unmounts the volume if it is mounted. A mount still held by some

@@ -128,8 +128,15 @@ func newTemp(t testing.TB, kind string) (tmp, state, keys string) {
 // make plugin does), points its state and key mounts at temp folders,
 // enables it, and removes it with its volumes when t ends.
 func setupManaged(t testing.TB) *plugin {
-	s := need(t)
+	need(t)
 	checkFree(t)
+	return newManaged(t)
+}
+
+// newManaged is setupManaged without the check for leftovers, for a test
+// that runs it beside a legacy daemon.
+func newManaged(t testing.TB) *plugin {
+	s := need(t)
 	d, err := findDockerd()
 	if err != nil {
 		t.Fatal(err)
@@ -204,6 +211,11 @@ func (p *plugin) serving() error {
 func setupLegacy(t testing.TB) *plugin {
 	need(t)
 	checkFree(t)
+	return newLegacy(t)
+}
+
+// newLegacy is setupLegacy without the check for leftovers.
+func newLegacy(t testing.TB) *plugin {
 	p := &plugin{name: legacyName, driver: legacyName}
 	p.tmp, p.stateDir, p.keyDir = newTemp(t, "legacy")
 	p.logPath = filepath.Join(p.tmp, "daemon.log")

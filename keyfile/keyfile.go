@@ -130,6 +130,10 @@ func ReadPassphraseFile(path string) ([]byte, error) {
 	return b, nil
 }
 
+// ReadSecretFile reads another kind of secret file (an age identity file)
+// with the same checks as a key or passphrase file.
+func ReadSecretFile(path string) ([]byte, error) { return readSecretFile(path) }
+
 // GenerateKeyFile writes a new random master key to path with mode 0600
 // and makes it durable (file and directory synced). It never overwrites
 // an existing file.

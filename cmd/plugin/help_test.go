@@ -38,7 +38,8 @@ func TestHelpEveryCommand(t *testing.T) {
 	paths := commandPaths(newRootCmd(s, daemon.Run), nil)
 	// The tree holds what the tests below rely on being covered.
 	for _, want := range []string{"", "serve", "key generate", "key rotate", "init", "mount", "fsck", "version",
-		"volume ls", "volume inspect", "volume release", "volume removed", "volume undelete", "completion bash", "man", "help"} {
+		"volume ls", "volume inspect", "volume release", "volume removed", "volume undelete",
+		"volume export", "volume import", "volume clone", "volume push", "volume pull", "completion bash", "man", "help"} {
 		if _, ok := paths[want]; !ok {
 			t.Fatalf("no command %q in the tree: %v", want, paths)
 		}

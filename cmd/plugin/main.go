@@ -11,8 +11,10 @@ import (
 	"io"
 	"os"
 
+	"github.com/securevol/securevol/archive"
 	"github.com/securevol/securevol/crypto"
 	"github.com/securevol/securevol/daemon"
+	"github.com/securevol/securevol/handover"
 	"github.com/securevol/securevol/internal/logging"
 	"github.com/securevol/securevol/keyfile"
 	"github.com/securevol/securevol/keysource"
@@ -89,6 +91,14 @@ func hint(err error) string {
 		return "; restore the key file from its backup"
 	case errors.Is(err, daemon.ErrKeySource):
 		return "; stop serve, run securevol key rotate with the same key flags as serve and --new-key-file NEW, then start serve with --key-file NEW"
+	case errors.Is(err, daemon.ErrNeedIdentity):
+		return "; give --identity FILE (the age identity of a recipient it was sealed to) or --passphrase-file FILE (the export passphrase)"
+	case errors.Is(err, daemon.ErrNoHandover):
+		return "; import it without --identity and --passphrase-file, on a daemon that has the master key it was exported under"
+	case errors.Is(err, handover.ErrWrongIdentity):
+		return "; the archive was sealed to other recipients or another passphrase"
+	case errors.Is(err, archive.ErrDamaged):
+		return "; export it again from the source"
 	case errors.Is(err, daemon.ErrNoDaemon):
 		return "; is securevol serve running on this --state-dir?"
 	case errors.Is(err, daemon.ErrForbidden), errors.Is(err, os.ErrPermission) && os.Geteuid() != 0:

@@ -27,7 +27,9 @@ func newVolumeCmd(s streams) *cobra.Command {
 	cmd.PersistentFlags().StringVar(&stateDir, "state-dir", daemon.DefaultStateDir, "the daemon's state dir, which holds its admin socket")
 	withEnv(cmd.PersistentFlags(), "state-dir")
 	cmd.AddCommand(newVolumeLsCmd(s, &stateDir), newVolumeInspectCmd(s, &stateDir),
-		newVolumeReleaseCmd(s, &stateDir), newVolumeRemovedCmd(s, &stateDir), newVolumeUndeleteCmd(s, &stateDir))
+		newVolumeReleaseCmd(s, &stateDir), newVolumeRemovedCmd(s, &stateDir), newVolumeUndeleteCmd(s, &stateDir),
+		newVolumeExportCmd(s, &stateDir), newVolumeImportCmd(s, &stateDir), newVolumeCloneCmd(s, &stateDir),
+		newVolumePushCmd(s, &stateDir), newVolumePullCmd(s, &stateDir))
 	return cmd
 }
 

@@ -7,10 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -32,46 +29,6 @@ const (
 	secretName = "plaintext-file-name-marker"
 	secretDir  = "plaintext-directory-marker"
 )
-
-// startRegistry runs Debian's docker-registry on a free loopback port
-// with a fresh storage folder, until the test ends.
-func startRegistry(t *testing.T) (addr, storage string) {
-	t.Helper()
-	bin, err := exec.LookPath("docker-registry")
-	if err != nil {
-		testenv.Missing(t, "no docker-registry (Debian package docker-registry)")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	addr = l.Addr().String()
-	l.Close()
-	dir := t.TempDir()
-	storage = filepath.Join(dir, "data")
-	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n", storage, addr)
-	must(t, os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o600))
-	var logs bytes.Buffer
-	cmd := exec.Command(bin, "serve", filepath.Join(dir, "config.yml"))
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	must(t, cmd.Start())
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("registry log:\n%s", logs.String())
-		}
-	})
-	for range 100 {
-		if resp, err := http.Get("http://" + addr + "/v2/"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return addr, storage
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("the registry did not answer on %s:\n%s", addr, logs.String())
-	return "", ""
-}
 
 func must(t testing.TB, err error) {
 	t.Helper()
@@ -145,7 +102,7 @@ func randomBytes(t *testing.T, n int) []byte {
 // finds no plaintext in the registry's storage, and refuses a pull once a
 // blob in that storage is tampered with.
 func TestPushPull(t *testing.T) {
-	addr, storage := startRegistry(t)
+	addr, storage := testenv.StartRegistry(t)
 	ctx := context.Background()
 	v := newVolume(t)
 	v.write(t, func(mnt string) {

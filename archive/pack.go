@@ -35,9 +35,12 @@ func Pack(dir string, w io.Writer) error {
 		if name == indexFile {
 			max = maxIndex
 		}
-		b, err := readFile(filepath.Join(dir, name), make([]byte, max))
+		b, err := readFile(filepath.Join(dir, name), make([]byte, max+1))
 		if err != nil {
 			return err
+		}
+		if int64(len(b)) > max {
+			return damaged("%s: larger than %d bytes", name, max)
 		}
 		if err := packFile(tw, name, b); err != nil {
 			return err
@@ -183,10 +186,10 @@ func readFiles(r io.Reader, fn func(h *tar.Header, contents io.Reader) error) er
 		if err != nil {
 			return err
 		}
-		if h.Typeflag != tar.TypeReg || h.Size > max || seen[h.Name] || len(seen) >= maxChunks+4 {
+		if h.Typeflag != tar.TypeReg || h.Size > max || seen[h.Name] || len(seen) >= maxChunks+5 {
 			return damaged("archive file: entry %q", h.Name)
 		}
-		seen[h.Name] = true
+		seen[h.Name] = true // at most the chunks and 5 files: the layout's 2, manifest, config, handover
 		if err := fn(h, tr); err != nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -277,7 +278,10 @@ func layoutOfStream(t *testing.T, stream []byte, entries int) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "layout")
 	must(t, os.MkdirAll(filepath.Join(dir, blobsDir), 0o755))
-	chunks, size, err := writeChunks(bytes.NewReader(stream), dir)
+	chunks, size, err := writeChunks(dir, func(w io.Writer) error {
+		_, err := w.Write(stream)
+		return err
+	})
 	must(t, err)
 	cfg := config{Format: FormatVersion, Chunker: thisChunker(), Stream: streamInfo{Size: size, Entries: entries}}
 	_, err = writeManifest(dir, &cfg, chunks, nil)

@@ -1,7 +1,6 @@
 package archive
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/restic/chunker"
 
 	"github.com/securevol/securevol/backing"
 )
@@ -59,105 +57,130 @@ func write(root *backing.Dir, dir string, opts WriteOptions) (*Summary, error) {
 	if err := os.MkdirAll(filepath.Join(dir, blobsDir), 0o755); err != nil {
 		return nil, err
 	}
-	pr, pw := io.Pipe()
-	type walked struct {
-		entries int
-		err     error
-	}
-	done := make(chan walked, 1)
-	go func() {
-		bw := bufio.NewWriterSize(pw, 1<<20)
-		n, err := walk(root, bw, opts.Header)
-		if err == nil {
-			err = bw.Flush()
+	var entries int
+	chunks, size, err := writeChunks(dir, func(w io.Writer) (err error) {
+		if entries, err = walk(root, w, opts.Header); err != nil {
+			return fmt.Errorf("archive the folder: %w", err)
 		}
-		pw.CloseWithError(err)
-		done <- walked{n, err}
-	}()
-	chunks, size, err := writeChunks(pr, dir)
-	pr.CloseWithError(errStopped) // unblocks the walk if chunking failed
-	w := <-done
-	switch {
-	case w.err != nil && !errors.Is(w.err, errStopped):
-		return nil, fmt.Errorf("archive the folder: %w", w.err)
-	case err != nil:
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
-	cfg := config{Format: FormatVersion, Chunker: thisChunker(), Stream: streamInfo{Size: size, Entries: w.entries}, Volume: opts.Meta}
+	cfg := config{Format: FormatVersion, Chunker: thisChunker(), Stream: streamInfo{Size: size, Entries: entries}, Volume: opts.Meta}
 	digest, err := writeManifest(dir, &cfg, chunks, opts.Handover)
 	if err != nil {
 		return nil, err
 	}
-	return &Summary{Manifest: digest, Files: w.entries, Bytes: size, Chunks: len(chunks), Meta: opts.Meta, Handover: opts.Handover}, nil
+	return &Summary{Manifest: digest, Files: entries, Bytes: size, Chunks: len(chunks), Meta: opts.Meta, Handover: opts.Handover}, nil
 }
 
-// writeChunks cuts the stream r into chunks, stores each as a blob of the
-// layout at dir and returns their descriptors in order and the stream's
-// size. Chunking is sequential; hashing and storing run beside it.
-func writeChunks(r io.Reader, dir string) ([]v1.Descriptor, int64, error) {
+// writeChunks cuts the stream fill writes into chunks, stores each as a
+// blob of the layout at dir and returns their descriptors in order and the
+// stream's size.
+func writeChunks(dir string, fill func(io.Writer) error) ([]v1.Descriptor, int64, error) {
+	st := newChunkStore(dir)
+	c := &cutter{r: newRabin(), free: st.buffer, emit: st.add}
+	err := fill(c)
+	if err == nil {
+		err = c.Close()
+	}
+	chunks, serr := st.wait()
+	switch {
+	case serr != nil:
+		return nil, 0, serr // fill stopped on it
+	case err != nil:
+		return nil, 0, err
+	}
+	return chunks, c.size, nil
+}
+
+// chunkStore stores the chunks of a stream as blobs of the layout at dir,
+// hashing and writing them beside the walk, and lists their descriptors
+// in order.
+type chunkStore struct {
+	dir   string
+	free  chan []byte // the chunk buffers: bounds memory
+	jobs  chan chunkJob
+	descs []*v1.Descriptor
+	wg    sync.WaitGroup
+	seen  sync.Map
+	mu    sync.Mutex
+	err   error // the first failure
+}
+
+type chunkJob struct {
+	data []byte
+	desc *v1.Descriptor
+}
+
+func newChunkStore(dir string) *chunkStore {
 	// Storing a chunk waits on the file system as much as it hashes, so
 	// there are more workers than spare processors.
 	workers := runtime.GOMAXPROCS(0) + 1
-	free := make(chan []byte, workers+2) // the chunk buffers: bounds memory
-	for range cap(free) {
-		free <- make([]byte, 0, MaxChunk)
+	s := &chunkStore{dir: dir, free: make(chan []byte, workers+2), jobs: make(chan chunkJob)}
+	for range cap(s.free) {
+		s.free <- make([]byte, 0, MaxChunk)
 	}
-	type job struct {
-		data []byte
-		desc *v1.Descriptor
-	}
-	jobs := make(chan job)
-	var (
-		wg      sync.WaitGroup
-		seen    sync.Map
-		errOnce sync.Once
-		werr    error
-	)
 	for range workers {
-		wg.Go(func() {
-			for j := range jobs {
-				d, err := storeBlob(dir, j.data, &seen)
+		s.wg.Go(func() {
+			for j := range s.jobs {
+				d, err := storeBlob(dir, j.data, &s.seen)
 				if err != nil {
-					errOnce.Do(func() { werr = err })
+					s.fail(err)
 				}
 				*j.desc = v1.Descriptor{MediaType: ChunkMediaType, Size: int64(len(j.data)), Digest: d}
-				free <- j.data[:0]
+				s.free <- j.data[:0]
 			}
 		})
 	}
-	c := chunker.NewWithBoundaries(r, Polynomial, MinChunk, MaxChunk)
-	c.SetAverageBits(AverageBits)
-	var (
-		descs []*v1.Descriptor
-		size  int64
-		err   error
-	)
-	for {
-		var ch chunker.Chunk
-		if ch, err = c.Next(<-free); err != nil {
-			break
-		}
-		d := new(v1.Descriptor)
-		descs = append(descs, d)
-		size += int64(len(ch.Data))
-		jobs <- job{ch.Data, d}
+	return s
+}
+
+// buffer is an empty chunk buffer.
+func (s *chunkStore) buffer() []byte { return <-s.free }
+
+// add stores the next chunk; it fails once storing any chunk has.
+func (s *chunkStore) add(b []byte) error {
+	if err := s.failed(); err != nil {
+		s.free <- b[:0]
+		return err
 	}
-	close(jobs)
-	wg.Wait()
-	if err != io.EOF {
-		return nil, 0, err
+	d := new(v1.Descriptor)
+	s.descs = append(s.descs, d)
+	s.jobs <- chunkJob{b, d}
+	return nil
+}
+
+func (s *chunkStore) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil {
+		s.err = err
 	}
-	if werr != nil {
-		return nil, 0, werr
+}
+
+func (s *chunkStore) failed() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// wait stores the last chunks and returns the descriptors of all.
+func (s *chunkStore) wait() ([]v1.Descriptor, error) {
+	close(s.jobs)
+	s.wg.Wait()
+	if s.err != nil {
+		return nil, s.err
 	}
-	if len(descs) > maxChunks {
-		return nil, 0, fmt.Errorf("the folder makes %d chunks, more than the %d a manifest can list", len(descs), maxChunks)
+	if len(s.descs) > maxChunks {
+		return nil, fmt.Errorf("the folder makes %d chunks, more than the %d a manifest can list", len(s.descs), maxChunks)
 	}
-	out := make([]v1.Descriptor, len(descs))
-	for i, d := range descs {
+	out := make([]v1.Descriptor, len(s.descs))
+	for i, d := range s.descs {
 		out[i] = *d
 	}
-	return out, size, nil
+	return out, nil
 }
 
 // storeBlob writes b as a blob of the layout at dir unless seen has it.
@@ -205,6 +228,6 @@ func writeManifest(dir string, cfg *config, chunks []v1.Descriptor, handover []b
 	return WriteIndex(dir, mb)
 }
 
-// errStopped ends a producer (the walk, reading an archive file) whose
-// consumer failed; the consumer's error is the one reported.
+// errStopped ends a producer (reading an archive file) whose consumer
+// failed; the consumer's error is the one reported.
 var errStopped = errors.New("stopped")

@@ -78,7 +78,8 @@ func (r *rabin) firstCut(b []byte, from, to int) int {
 	}
 	s0, s1, s2, s3 := from, from+l, from+2*l, from+3*l
 	d0, d1, d2, d3 := r.window(b[s0-windowSize:s0]), r.window(b[s1-windowSize:s1]), r.window(b[s2-windowSize:s2]), r.window(b[s3-windowSize:s3])
-	w0, w1, w2, w3 := b[s0-windowSize:s1], b[s1-windowSize:s2], b[s2-windowSize:s3], b[s3-windowSize:s3+l]
+	n := l + windowSize // each lane's bytes, with the window before its first position
+	w0, w1, w2, w3 := b[s0-windowSize:][:n], b[s1-windowSize:][:n], b[s2-windowSize:][:n], b[s3-windowSize:][:n]
 	h0, h1, h2, h3 := -1, -1, -1, -1
 	mod, out, shift := &r.mod, &r.out, r.shift
 	for k := 0; k < l; k++ {

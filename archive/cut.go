@@ -18,17 +18,20 @@ import (
 // windowSize is the fingerprinted window's length.
 const windowSize = 64
 
+// polShift is where a fingerprint's top byte starts: Polynomial's degree
+// (53, TestCutsLikeRestic) less 8.
+const polShift = 53 - 8
+
 // rabin holds the tables for fingerprints modulo Polynomial.
 type rabin struct {
-	shift uint        // the polynomial's degree - 8: a fingerprint's top byte starts here
-	mod   [256]uint64 // reduces the byte shifted above the degree
-	out   [256]uint64 // a byte's share in a window it is the first byte of
+	mod [256]uint64 // reduces the byte shifted above the degree
+	out [256]uint64 // a byte's share in a window it is the first byte of
 }
 
 func newRabin() *rabin {
 	pol := uint64(Polynomial)
-	deg := uint(bits.Len64(pol) - 1)
-	r := &rabin{shift: deg - 8}
+	const deg = polShift + 8
+	r := &rabin{}
 	for i := range uint64(256) {
 		// (i·x^deg mod P) plus i·x^deg itself, which clears the shifted-out byte.
 		r.mod[i] = polMod(i<<deg, pol) | i<<deg
@@ -54,7 +57,7 @@ func polMod(x, pol uint64) uint64 {
 
 // append is the fingerprint d of a sequence with b added at its end.
 func (r *rabin) append(d uint64, b byte) uint64 {
-	return (d<<8 | uint64(b)) ^ r.mod[byte(d>>r.shift)]
+	return (d<<8 | uint64(b)) ^ r.mod[byte(d>>polShift)]
 }
 
 // window is the fingerprint of w.
@@ -80,44 +83,32 @@ func (r *rabin) firstCut(b []byte, from, to int) int {
 	d0, d1, d2, d3 := r.window(b[s0-windowSize:s0]), r.window(b[s1-windowSize:s1]), r.window(b[s2-windowSize:s2]), r.window(b[s3-windowSize:s3])
 	n := l + windowSize // each lane's bytes, with the window before its first position
 	w0, w1, w2, w3 := b[s0-windowSize:][:n], b[s1-windowSize:][:n], b[s2-windowSize:][:n], b[s3-windowSize:][:n]
-	h0, h1, h2, h3 := -1, -1, -1, -1
-	mod, out, shift := &r.mod, &r.out, r.shift
-	for k := 0; k < l; k++ {
-		d0 ^= out[w0[k]]
-		d1 ^= out[w1[k]]
-		d2 ^= out[w2[k]]
-		d3 ^= out[w3[k]]
-		d0 = (d0<<8 | uint64(w0[k+windowSize])) ^ mod[byte(d0>>shift)]
-		d1 = (d1<<8 | uint64(w1[k+windowSize])) ^ mod[byte(d1>>shift)]
-		d2 = (d2<<8 | uint64(w2[k+windowSize])) ^ mod[byte(d2>>shift)]
-		d3 = (d3<<8 | uint64(w3[k+windowSize])) ^ mod[byte(d3>>shift)]
-		if (d0&cutMask == 0 || d1&cutMask == 0 || d2&cutMask == 0 || d3&cutMask == 0) && (h0 < 0) {
-			switch {
-			case d0&cutMask == 0:
-				h0 = k // lane 0 has the earliest positions: done
-			case d1&cutMask == 0 && h1 < 0:
-				h1 = k
-			case d2&cutMask == 0 && h2 < 0:
-				h2 = k
-			case d3&cutMask == 0 && h3 < 0:
-				h3 = k
-			}
-			if h0 >= 0 {
-				break
-			}
+	mod, out := &r.mod, &r.out
+	k := 0
+	for ; k < l; k++ {
+		t0 := d0 ^ out[w0[k]]
+		d0 = t0<<8 | uint64(w0[k+windowSize]) ^ mod[byte(t0>>polShift)]
+		t1 := d1 ^ out[w1[k]]
+		d1 = t1<<8 | uint64(w1[k+windowSize]) ^ mod[byte(t1>>polShift)]
+		t2 := d2 ^ out[w2[k]]
+		d2 = t2<<8 | uint64(w2[k+windowSize]) ^ mod[byte(t2>>polShift)]
+		t3 := d3 ^ out[w3[k]]
+		d3 = t3<<8 | uint64(w3[k+windowSize]) ^ mod[byte(t3>>polShift)]
+		if d0&cutMask == 0 || d1&cutMask == 0 || d2&cutMask == 0 || d3&cutMask == 0 {
+			break
 		}
 	}
-	switch {
-	case h0 >= 0:
-		return s0 + h0
-	case h1 >= 0:
-		return s1 + h1
-	case h2 >= 0:
-		return s2 + h2
-	case h3 >= 0:
-		return s3 + h3
+	if k == l {
+		return r.scan(b, s3+l, to)
 	}
-	return r.scan(b, s3+l, to)
+	// A lane cut at its k-th position; an earlier lane may still cut
+	// further on in its own positions, which come first.
+	for _, s := range []int{s0, s1, s2} {
+		if p := r.scan(b, s+k, s+l); p >= 0 {
+			return p
+		}
+	}
+	return s3 + k // the lane that cut was the last
 }
 
 // scan is firstCut in one lane.

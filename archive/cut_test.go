@@ -3,6 +3,7 @@ package archive
 import (
 	"bytes"
 	"io"
+	"math/bits"
 	"math/rand/v2"
 	"testing"
 
@@ -14,6 +15,9 @@ import (
 // random data (cuts by fingerprint), zeros (no fingerprint cuts: every
 // chunk MaxChunk), a repeated pattern, short streams.
 func TestCutsLikeRestic(t *testing.T) {
+	if deg := bits.Len64(uint64(Polynomial)) - 1; deg != polShift+8 {
+		t.Fatalf("Polynomial has degree %d, polShift is for %d", deg, polShift+8)
+	}
 	random := make([]byte, 40<<20)
 	rand.NewChaCha8([32]byte{9}).Read(random)
 	pattern := bytes.Repeat(random[:MinChunk+12345], 9)

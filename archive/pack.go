@@ -16,7 +16,6 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"golang.org/x/sys/unix"
 )
 
 // A packed archive (docs/FORMAT.md, "Archive files") is a tar file of the
@@ -48,25 +47,15 @@ func Pack(dir string, w io.Writer) error {
 			return err
 		}
 	}
-	var blobs []v1.Descriptor
 	seen := map[v1.Hash]bool{}
 	for _, d := range l.blobs() {
-		if !seen[d.Digest] {
-			seen[d.Digest] = true
-			blobs = append(blobs, d)
+		if seen[d.Digest] {
+			continue
 		}
-	}
-	if f, ok := w.(*os.File); ok && isRegular(f) {
-		err = packBlobsAt(f, dir, blobs)
-	} else {
-		for _, d := range blobs {
-			if err = packBlob(w, dir, d); err != nil {
-				break
-			}
+		seen[d.Digest] = true
+		if err := packBlob(w, dir, d); err != nil {
+			return err
 		}
-	}
-	if err != nil {
-		return err
 	}
 	_, err = w.Write(make([]byte, 2*blockSize)) // the end of the archive, as tar.Writer.Close writes it
 	return err
@@ -82,121 +71,20 @@ func (l *layout) blobs() []v1.Descriptor {
 	return out
 }
 
-func isRegular(f *os.File) bool {
-	fi, err := f.Stat()
-	return err == nil && fi.Mode().IsRegular()
-}
-
-// packBlobsAt writes the blobs from f's offset on, as packBlob would one
-// after the other, and leaves the offset after them. Each blob's place is
-// known from the sizes, so several are copied at once: a copy in the
-// kernel is bound by one processor.
-func packBlobsAt(f *os.File, dir string, blobs []v1.Descriptor) error {
-	off, err := f.Seek(0, io.SeekCurrent)
-	if err != nil {
-		return err
-	}
-	type job struct {
-		d   v1.Descriptor
-		off int64
-	}
-	jobs := make(chan job, len(blobs))
-	for _, d := range blobs {
-		jobs <- job{d, off}
-		off += blockSize + d.Size + padding(d.Size)
-	}
-	close(jobs)
-	var (
-		wg   sync.WaitGroup
-		once sync.Once
-		werr error
-	)
-	for range runtime.GOMAXPROCS(0) {
-		wg.Go(func() {
-			for j := range jobs {
-				if err := packBlobAt(f, dir, j.d, j.off); err != nil {
-					once.Do(func() { werr = err })
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if werr != nil {
-		return werr
-	}
-	_, err = f.Seek(off, io.SeekStart)
-	return err
-}
-
-// packBlobAt writes the entry of blob d at off in f.
-func packBlobAt(f *os.File, dir string, d v1.Descriptor, off int64) error {
-	src, err := openBlob(dir, d)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	hdr, err := entryHeader(blobsDir+"/"+d.Digest.Hex, d.Size)
-	if err != nil {
-		return err
-	}
-	if _, err := f.WriteAt(hdr, off); err != nil {
-		return err
-	}
-	if err := copyAt(f, off+blockSize, src, d.Size); err != nil {
-		return fmt.Errorf("pack blob %s: %w", d.Digest, err)
-	}
-	_, err = f.WriteAt(make([]byte, padding(d.Size)), off+blockSize+d.Size)
-	return err
-}
-
-// copyAt copies size bytes of src to f at off: in the kernel
-// (copy_file_range) where it can, else through a buffer.
-func copyAt(f *os.File, off int64, src *os.File, size int64) error {
-	for size > 0 {
-		n, err := unix.CopyFileRange(int(src.Fd()), nil, int(f.Fd()), &off, int(min(size, 1<<30)), 0)
-		if err != nil {
-			// Not between these files (file systems, kernels): src's
-			// offset is where copying stopped.
-			n, err := io.Copy(io.NewOffsetWriter(f, off), io.LimitReader(src, size))
-			if err == nil && n != size {
-				err = damaged("blob shrank")
-			}
-			return err
-		}
-		if n == 0 {
-			return damaged("blob shrank")
-		}
-		size -= int64(n)
-	}
-	return nil
-}
-
-// openBlob opens blob d of the layout at dir and checks its size.
-func openBlob(dir string, d v1.Descriptor) (*os.File, error) {
-	f, err := openRegular(BlobPath(dir, d.Digest))
-	if err != nil {
-		return nil, err
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if fi.Size() != d.Size {
-		f.Close()
-		return nil, damaged("blob %s: %d bytes, not %d", d.Digest, fi.Size(), d.Size)
-	}
-	return f, nil
-}
-
 // packBlob writes the blob d of the layout at dir to w, checking its size.
 func packBlob(w io.Writer, dir string, d v1.Descriptor) error {
-	f, err := openBlob(dir, d)
+	f, err := openRegular(BlobPath(dir, d.Digest))
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if fi.Size() != d.Size {
+		return damaged("blob %s: %d bytes, not %d", d.Digest, fi.Size(), d.Size)
+	}
 	// A plain *os.File (not wrapped in a LimitedReader) lets w's ReadFrom use copy_file_range.
 	return packEntry(w, blobsDir+"/"+d.Digest.Hex, d.Size, f)
 }
@@ -210,11 +98,12 @@ const blockSize = 512
 // the bytes are what it would write), the contents and their padding.
 // Fewer than size bytes in r is damage (the file shrank).
 func packEntry(w io.Writer, name string, size int64, r io.Reader) error {
-	hdr, err := entryHeader(name, size)
-	if err != nil {
+	var hdr bytes.Buffer
+	h := &tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: size, ModTime: time.Unix(0, 0), Format: tar.FormatUSTAR}
+	if err := tar.NewWriter(&hdr).WriteHeader(h); err != nil {
 		return err
 	}
-	if _, err := w.Write(hdr); err != nil {
+	if _, err := w.Write(hdr.Bytes()); err != nil {
 		return err
 	}
 	n, err := io.Copy(w, r)
@@ -224,22 +113,9 @@ func packEntry(w io.Writer, name string, size int64, r io.Reader) error {
 	if n != size {
 		return damaged("%s: %d bytes, not %d", name, n, size)
 	}
-	_, err = w.Write(make([]byte, padding(size)))
+	_, err = w.Write(make([]byte, -size&(blockSize-1)))
 	return err
 }
-
-// entryHeader is the ustar header of a packed file.
-func entryHeader(name string, size int64) ([]byte, error) {
-	var hdr bytes.Buffer
-	h := &tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: size, ModTime: time.Unix(0, 0), Format: tar.FormatUSTAR}
-	if err := tar.NewWriter(&hdr).WriteHeader(h); err != nil {
-		return nil, err
-	}
-	return hdr.Bytes(), nil
-}
-
-// padding is how many zeros fill size bytes up to whole blocks.
-func padding(size int64) int64 { return -size & (blockSize - 1) }
 
 // Unpack reads a packed archive strictly into a new layout dir (which must not exist or be
 // empty): only oci-layout, index.json and blobs/sha256/<hex>, regular files of bounded sizes, each

@@ -57,7 +57,8 @@ func TestPackBytes(t *testing.T) {
 	}
 }
 
-// TestPackChangedBlob: a blob whose size is not the manifest's is damage.
+// TestPackChangedBlob: a blob whose size is not the manifest's is damage,
+// whether Pack writes to a file (copy_file_range) or not.
 func TestPackChangedBlob(t *testing.T) {
 	v := newVolume(t)
 	mnt, unmount := mount(t, v.backing, v.keys)
@@ -78,5 +79,11 @@ func TestPackChangedBlob(t *testing.T) {
 	must(t, f.Close())
 	if err := Pack(dir, &bytes.Buffer{}); !errors.Is(err, ErrDamaged) {
 		t.Errorf("Pack of a grown chunk: %v", err)
+	}
+	out, err := os.Create(filepath.Join(t.TempDir(), "vol.tar"))
+	must(t, err)
+	defer out.Close()
+	if err := Pack(dir, out); !errors.Is(err, ErrDamaged) {
+		t.Errorf("Pack of a grown chunk into a file: %v", err)
 	}
 }

@@ -264,24 +264,10 @@ func hashOf(b []byte) v1.Hash {
 	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
 }
 
-// readFile reads the file path of a layout into buf, up to its length.
+// readFile reads the file path into buf, up to its length. The layout is
+// not trusted: a symlink, FIFO or device there is refused, not followed,
+// opened or waited on; a missing file is damage.
 func readFile(path string, buf []byte) ([]byte, error) {
-	f, err := openRegular(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	n, err := io.ReadFull(f, buf)
-	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	return buf[:n], nil
-}
-
-// openRegular opens the file path of a layout. The layout is not trusted:
-// a symlink, FIFO or device there is refused, not followed, opened or
-// waited on; a missing file is damage.
-func openRegular(path string) (*os.File, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 	switch {
 	case err == unix.ENOENT:
@@ -292,14 +278,17 @@ func openRegular(path string) (*os.File, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		f.Close()
 		return nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		f.Close()
 		return nil, damaged("%s is not a regular file", filepath.Base(path))
 	}
-	return f, nil
+	n, err := io.ReadFull(f, buf)
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return buf[:n], nil
 }

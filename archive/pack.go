@@ -2,7 +2,6 @@ package archive
 
 import (
 	"archive/tar"
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -24,13 +23,13 @@ import (
 // config, chunks in stream order, handover), each once.
 
 // Pack writes the layout at dir as one tar file (the `export -o FILE` format). It checks the
-// layout's manifest and config and every blob's size; digests are Unpack's to check. Blobs go
-// from their files to w without passing through memory when w is a file (copy_file_range).
+// layout's manifest and config and every blob's size; digests are Unpack's to check.
 func Pack(dir string, w io.Writer) error {
 	l, err := openLayout(dir)
 	if err != nil {
 		return err
 	}
+	tw := tar.NewWriter(w)
 	for _, name := range []string{layoutFile, indexFile} {
 		max := int64(maxLayoutFile)
 		if name == indexFile {
@@ -43,22 +42,29 @@ func Pack(dir string, w io.Writer) error {
 		if int64(len(b)) > max {
 			return damaged("%s: larger than %d bytes", name, max)
 		}
-		if err := packEntry(w, name, int64(len(b)), bytes.NewReader(b)); err != nil {
+		if err := packFile(tw, name, b); err != nil {
 			return err
 		}
 	}
+	buf := make([]byte, MaxBlob)
 	seen := map[v1.Hash]bool{}
 	for _, d := range l.blobs() {
 		if seen[d.Digest] {
 			continue
 		}
 		seen[d.Digest] = true
-		if err := packBlob(w, dir, d); err != nil {
+		b, err := readFile(BlobPath(dir, d.Digest), buf[:d.Size+1])
+		if err != nil {
+			return err
+		}
+		if int64(len(b)) != d.Size {
+			return damaged("blob %s: %d bytes, not %d", d.Digest, len(b), d.Size)
+		}
+		if err := packFile(tw, blobsDir+"/"+d.Digest.Hex, b); err != nil {
 			return err
 		}
 	}
-	_, err = w.Write(make([]byte, 2*blockSize)) // the end of the archive, as tar.Writer.Close writes it
-	return err
+	return tw.Close()
 }
 
 // blobs lists l's blobs in the order Pack writes them.
@@ -71,49 +77,12 @@ func (l *layout) blobs() []v1.Descriptor {
 	return out
 }
 
-// packBlob writes the blob d of the layout at dir to w, checking its size.
-func packBlob(w io.Writer, dir string, d v1.Descriptor) error {
-	f, err := openRegular(BlobPath(dir, d.Digest))
-	if err != nil {
+func packFile(tw *tar.Writer, name string, b []byte) error {
+	h := &tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(b)), ModTime: time.Unix(0, 0), Format: tar.FormatUSTAR}
+	if err := tw.WriteHeader(h); err != nil {
 		return err
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if fi.Size() != d.Size {
-		return damaged("blob %s: %d bytes, not %d", d.Digest, fi.Size(), d.Size)
-	}
-	// A plain *os.File (not wrapped in a LimitedReader) lets w's ReadFrom use copy_file_range.
-	return packEntry(w, blobsDir+"/"+d.Digest.Hex, d.Size, f)
-}
-
-// blockSize is tar's block: each entry's header is one, its contents are
-// padded to whole ones.
-const blockSize = 512
-
-// packEntry writes a tar entry name of size bytes read from r to w: a
-// ustar header with fixed mode, owner and time (encoded by tar.Writer, so
-// the bytes are what it would write), the contents and their padding.
-// Fewer than size bytes in r is damage (the file shrank).
-func packEntry(w io.Writer, name string, size int64, r io.Reader) error {
-	var hdr bytes.Buffer
-	h := &tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: size, ModTime: time.Unix(0, 0), Format: tar.FormatUSTAR}
-	if err := tar.NewWriter(&hdr).WriteHeader(h); err != nil {
-		return err
-	}
-	if _, err := w.Write(hdr.Bytes()); err != nil {
-		return err
-	}
-	n, err := io.Copy(w, r)
-	if err != nil {
-		return err
-	}
-	if n != size {
-		return damaged("%s: %d bytes, not %d", name, n, size)
-	}
-	_, err = w.Write(make([]byte, -size&(blockSize-1)))
+	_, err := tw.Write(b)
 	return err
 }
 

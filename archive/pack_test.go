@@ -12,7 +12,7 @@ import (
 	"github.com/securevol/securevol/backing"
 )
 
-// TestPackBytes: Pack writes the same bytes to a file (copy_file_range)
+// TestPackBytes: Pack writes the same bytes to a file
 // and to any other writer, and they are what tar.Writer makes of the
 // layout's files in the documented order (docs/FORMAT.md, "Archive files").
 func TestPackBytes(t *testing.T) {
@@ -58,7 +58,7 @@ func TestPackBytes(t *testing.T) {
 }
 
 // TestPackChangedBlob: a blob whose size is not the manifest's is damage,
-// whether Pack writes to a file (copy_file_range) or not.
+// whether Pack writes to a file or not.
 func TestPackChangedBlob(t *testing.T) {
 	v := newVolume(t)
 	mnt, unmount := mount(t, v.backing, v.keys)

@@ -153,7 +153,7 @@ identity or the passphrase; the master key never leaves this host.
 
 With -o - (or no -o, if the output is not a terminal) the archive goes to
 standard output.`,
-		Args: nameArg,
+		Args: exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req, err := seal.request(args[0])
 			if err != nil {
@@ -262,12 +262,7 @@ An archive sealed to age recipients opens with --identity (a recipient's
 identity file); one sealed to a passphrase with --passphrase-file. An
 archive without either opens only where the master key it was exported
 under is.`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 2 {
-				return usageError{fmt.Errorf("want a volume name and an archive file, got %d arguments", len(args))}
-			}
-			return nil
-		},
+		Args: exactArgs("NAME", "FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req, err := open.request(args[0])
 			if err != nil {
@@ -329,12 +324,7 @@ func newVolumeCloneCmd(s streams, stateDir *string) *cobra.Command {
 (its writes are held while it is copied, as for export). The copy is a volume
 of its own: same options, its own name and directory ID in its header; it
 shares the source's volume key, so the two are encrypted alike.`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 2 {
-				return usageError{fmt.Errorf("want the source volume and the new name, got %d arguments", len(args))}
-			}
-			return nil
-		},
+		Args: exactArgs("SRC", "DST"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withDaemon(*stateDir, func(c *daemon.Client) error {
 				res, err := c.Clone(cmd.Context(), args[0], args[1])
@@ -360,12 +350,7 @@ engine's credentials (docker login; ~/.docker/config.json and its credential
 helpers). Its chunks are cut by content, so a second push of a volume that
 changed a little uploads little. The registry holds ciphertext only; the
 recipient flags are export's.`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 2 {
-				return usageError{fmt.Errorf("want a volume name and a reference, got %d arguments", len(args))}
-			}
-			return nil
-		},
+		Args: exactArgs("NAME", "REF"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req, err := seal.request(args[0])
 			if err != nil {
@@ -402,12 +387,7 @@ func newVolumePullCmd(s streams, stateDir *string) *cobra.Command {
 stored at REF, with the engine's credentials. Every blob is checked against
 its digest as it arrives and the daemon authenticates every block before the
 volume exists, as for import; the identity flags are import's.`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 2 {
-				return usageError{fmt.Errorf("want a reference and a volume name, got %d arguments", len(args))}
-			}
-			return nil
-		},
+		Args: exactArgs("REF", "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req, err := open.request(args[1])
 			if err != nil {

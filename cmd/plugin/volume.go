@@ -98,7 +98,7 @@ those of one mount ID (--mount-id; 'securevol volume inspect' lists them), or
 all of them. A Mount whose answer the engine lost leaves such a reference,
 and a referenced volume cannot be removed. With no reference left the volume
 is unmounted: release only references whose containers are gone.`,
-		Args: nameArg,
+		Args: exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withDaemon(*stateDir, func(c *daemon.Client) error {
 				n, err := c.Release(cmd.Context(), args[0], mountID)
@@ -155,7 +155,7 @@ func newVolumeUndeleteCmd(s streams, stateDir *string) *cobra.Command {
 with --remove-grace, before its purge time ('securevol volume removed' lists
 them). Its name must be free: remove a newer volume of that name first. When
 several removed volumes share the name, --id picks one.`,
-		Args: nameArg,
+		Args: exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withDaemon(*stateDir, func(c *daemon.Client) error {
 				if err := c.Undelete(cmd.Context(), args[0], id); err != nil {
@@ -178,14 +178,6 @@ func withDaemon(stateDir string, fn func(*daemon.Client) error) error {
 	}
 	defer c.Close()
 	return fn(c)
-}
-
-// nameArg admits exactly one volume name.
-func nameArg(_ *cobra.Command, args []string) error {
-	if len(args) != 1 {
-		return usageError{fmt.Errorf("want one volume name, got %d arguments", len(args))}
-	}
-	return nil
 }
 
 func printJSON(w io.Writer, v any) error {

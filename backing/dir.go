@@ -115,6 +115,11 @@ func Fstat(fd int, st *unix.Statx_t) error {
 // Sync flushes the directory (new and removed names) to disk.
 func (d *Dir) Sync() error { return unix.Fsync(d.fd) }
 
+// SyncFS flushes the whole file system that holds d (syncfs(2)): every
+// file written below d reaches the disk, which a tree written by many
+// calls needs before it is recorded as durable.
+func (d *Dir) SyncFS() error { return unix.Syncfs(d.fd) }
+
 // OpenFile opens the regular file name with flags (O_CREAT, O_EXCL and
 // O_TRUNC included). The name is never followed, the open never blocks,
 // and nothing but a regular file is ever opened: anything else there is

@@ -200,9 +200,17 @@ func (d *Driver) adopt(name, id, partial string, fill func(root *backing.Dir) (c
 	if err != nil {
 		return rep, fmt.Errorf("re-wrapping the volume key: %w", err)
 	}
+	// The restored files reach the disk before the volume is recorded: a
+	// power cut must not leave a record over a folder that lost them.
+	if err := backing.WithRoot(partial, func(root *backing.Dir) error { return root.SyncFS() }); err != nil {
+		return rep, fmt.Errorf("flushing the imported folder: %w", err)
+	}
 	final := d.backing(id)
 	if err := os.Rename(partial, final); err != nil {
 		return rep, err
+	}
+	if err := backing.WithRoot(d.volDir, func(vols *backing.Dir) error { return vols.Sync() }); err != nil {
+		return rep, fmt.Errorf("flushing the volumes folder: %w", err)
 	}
 	v.rec = &store.Volume{ID: id, Name: name, DirID: nh.ID, Options: opts, CreatedAt: nh.Created}
 	if err := v.save(); err != nil {

@@ -187,3 +187,20 @@ func (t *txn) Count(bucket []byte) (int, error) {
 	all, err := t.all(bucket)
 	return len(all), err
 }
+
+// ClearRecords deletes the volume records (live and removed), so that
+// start-up rebuilds them from the folders' headers: the cluster's
+// --rebuild. Mount claims, nodes and daemon-wide facts stay.
+func (n *Node) ClearRecords() error {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	_, err := n.cli.Txn(ctx).Then(
+		clientv3.OpDelete(bucketPrefix([]byte("volumes")), clientv3.WithPrefix()),
+		clientv3.OpDelete(bucketPrefix([]byte("removed")), clientv3.WithPrefix()),
+		clientv3.OpPut(guardKey, ""),
+	).Commit()
+	if err != nil {
+		return unavailable(err)
+	}
+	return nil
+}

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -86,6 +87,7 @@ func (e *Etcd) Stop() {
 	if e.cmd == nil {
 		return
 	}
+	e.cmd.Process.Signal(syscall.SIGCONT) // a paused one too
 	e.cmd.Process.Kill()
 	e.cmd.Wait()
 	e.cmd = nil
@@ -106,4 +108,19 @@ func tail(s string, n int) string {
 		return fmt.Sprintf("...%s", s[len(s)-n:])
 	}
 	return s
+}
+
+// Pause stops the server (SIGSTOP) without killing it, as a partition
+// would cut it off: it answers nothing until Resume.
+func (e *Etcd) Pause() { e.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server.
+func (e *Etcd) Resume() { e.signal(syscall.SIGCONT) }
+
+func (e *Etcd) signal(s syscall.Signal) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cmd != nil {
+		e.cmd.Process.Signal(s)
+	}
 }

@@ -20,7 +20,7 @@ func TestSetIDCleared(t *testing.T) {
 	tests := []struct {
 		name   string
 		mode   uint32 // set with chmod(2) before
-		script string      // run in the mount as user 4321, or root
+		script string // run in the mount as user 4321, or root
 		root   bool
 		want   uint32
 	}{

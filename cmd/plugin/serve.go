@@ -25,6 +25,7 @@ type serveFlags struct {
 	metricsSocket, metricsAddr  string
 	metricsTextfile             string
 	metricsInterval             time.Duration
+	writableSys                 bool
 }
 
 func newServeCmd(s streams, runServe runDaemon) *cobra.Command {
@@ -65,8 +66,9 @@ warnings and errors to standard error.`,
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "also serve the metrics on this TCP address, e.g. 127.0.0.1:9742 (a legacy plugin; a managed one has no network)")
 	fs.StringVar(&f.metricsTextfile, "metrics-textfile", "", "write the metrics to this node_exporter textfile (*.prom) every --metrics-textfile-interval")
 	fs.DurationVar(&f.metricsInterval, "metrics-textfile-interval", 15*time.Second, "how often the metrics textfile is written")
+	fs.BoolVar(&f.writableSys, "writable-sys", false, "remount /sys read-write in the daemon's own mount namespace, so volumes' readahead can be raised (a managed plugin's /sys is read-only; never use it on a host)")
 	withEnv(fs, "socket", "state-dir", "mount-root", "key-file", "passphrase-file", "key-command", "log-level", "log-format", "rebuild",
-		"remove-grace", "default-size", "metrics-socket", "metrics-addr", "metrics-textfile", "metrics-textfile-interval")
+		"remove-grace", "default-size", "metrics-socket", "metrics-addr", "metrics-textfile", "metrics-textfile-interval", "writable-sys")
 	return cmd
 }
 
@@ -87,6 +89,7 @@ func (f *serveFlags) config(fs *pflag.FlagSet, s streams) (daemon.Config, error)
 		RemoveGrace: f.removeGrace, DefaultSize: f.defaultSize,
 		MetricsSocket: f.metricsSocket, MetricsAddr: f.metricsAddr,
 		MetricsTextfile: f.metricsTextfile, MetricsInterval: f.metricsInterval,
-		Version: version,
+		WritableSys: f.writableSys,
+		Version:     version,
 	}, nil
 }

@@ -1,10 +1,7 @@
 package cryptfs
 
 import (
-	"crypto/sha256"
 	"errors"
-	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,37 +10,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/securevol/securevol/backing"
+	"github.com/securevol/securevol/internal/testenv"
 )
-
-// backingState is every entry of a backing folder: its type, size, mode,
-// modification time and, for files, the hash of its bytes.
-func backingState(t *testing.T, dir string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		s := info.Mode().String() + " " + info.ModTime().Format(time.RFC3339Nano)
-		if info.Mode().IsRegular() {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			s += fmt.Sprintf(" %d %x", len(b), sha256.Sum256(b))
-		}
-		out[p] = s
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
 
 // Once its fence trips, a mount answers EIO to every change, reads
 // included, and its backing folder stays exactly as it was: no byte, name,
@@ -63,7 +31,7 @@ func TestFenceStopsEveryChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer open.Close()
-	before := backingState(t, m.backing)
+	before := testenv.TreeState(t, m.backing)
 
 	fence.Trip()
 	changes := map[string]func() error{
@@ -86,7 +54,7 @@ func TestFenceStopsEveryChange(t *testing.T) {
 		}
 	}
 	open.Close() // release and flush must change nothing either
-	after := backingState(t, m.backing)
+	after := testenv.TreeState(t, m.backing)
 	if len(after) != len(before) {
 		t.Fatalf("the backing folder has %d entries after the fence, %d before", len(after), len(before))
 	}

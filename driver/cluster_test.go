@@ -2,10 +2,7 @@ package driver
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
-	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -155,35 +152,6 @@ func TestClusterOneWriterAtATime(t *testing.T) {
 	}
 }
 
-// folderState is every entry of a backing folder: type, size, mode,
-// modification time and the hash of a file's bytes.
-func folderState(t *testing.T, dir string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	if err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		s := info.Mode().String() + " " + info.ModTime().Format(time.RFC3339Nano)
-		if info.Mode().IsRegular() {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			s += fmt.Sprintf(" %d %x", len(b), sha256.Sum256(b))
-		}
-		out[p] = s
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // revokeNode revokes the lease node holds, as etcd does when it expires.
 func revokeNode(t *testing.T, etcd *testenv.Etcd, node string) {
 	t.Helper()
@@ -247,7 +215,7 @@ func TestClusterLostLeaseFences(t *testing.T) {
 	revokeNode(t, etcd, "node-a")
 	eventuallyEIO(t, filepath.Join(mp, "probe"), 2*time.Second)
 	folder := filepath.Join(shared, "volumes")
-	before := folderState(t, folder)
+	before := testenv.TreeState(t, folder)
 	if _, err := held.WriteAt([]byte("after the fence"), 0); !errors.Is(err, unix.EIO) {
 		t.Errorf("write through a descriptor opened before the fence: %v, want EIO", err)
 	}
@@ -258,7 +226,7 @@ func TestClusterLostLeaseFences(t *testing.T) {
 		t.Errorf("overwrite after the fence: %v, want EIO", err)
 	}
 	held.Close()
-	after := folderState(t, folder)
+	after := testenv.TreeState(t, folder)
 	for p, s := range before {
 		if after[p] != s {
 			t.Errorf("%s changed after the fence: %q, was %q", p, after[p], s)

@@ -60,13 +60,7 @@ func BenchmarkDockerRunTrue(b *testing.B) {
 // the container (/proc/uptime), so container start-up is not counted.
 // Targets (issue 8): write ≥ 0.85× local, read ≥ 0.8× local.
 func BenchmarkDockerIO1GiB(b *testing.B) {
-	need(b)
-	p := setupManaged(b)
-	vols := map[string]string{"local": newLocalVolume(b), "securevol": newVolume(b, p)}
-	ctrs := map[string]string{}
-	for d, v := range vols {
-		ctrs[d] = startSleeper(b, "--network", "none", "-v", v+":/data")
-	}
+	ctrs := sleeperPair(b)
 	const mib = 1024
 	write := map[string][]float64{}
 	read := map[string][]float64{}
@@ -98,13 +92,7 @@ func BenchmarkDockerIO1GiB(b *testing.B) {
 // per file) and syncs, then rm -rf removes them. Targets (issue 8, for
 // untar and rm on the host): create ≤ 3×, rm ≤ 2× local's time.
 func BenchmarkDockerSmallFiles(b *testing.B) {
-	need(b)
-	p := setupManaged(b)
-	vols := map[string]string{"local": newLocalVolume(b), "securevol": newVolume(b, p)}
-	ctrs := map[string]string{}
-	for d, v := range vols {
-		ctrs[d] = startSleeper(b, "--network", "none", "-v", v+":/data")
-	}
+	ctrs := sleeperPair(b)
 	const smallFiles = 2000
 	create := map[string][]float64{}
 	remove := map[string][]float64{}
@@ -132,6 +120,19 @@ func BenchmarkDockerSmallFiles(b *testing.B) {
 	b.StopTimer()
 	reportPair(b, "create-s", create, func(v float64) float64 { return v }, false)
 	reportPair(b, "rm-s", remove, func(v float64) float64 { return v }, false)
+}
+
+// sleeperPair starts a sleeping container per driver, each with a fresh
+// volume of that driver at /data: the containers by driver name.
+func sleeperPair(b *testing.B) map[string]string {
+	need(b)
+	p := setupManaged(b)
+	vols := map[string]string{"local": newLocalVolume(b), "securevol": newVolume(b, p)}
+	ctrs := map[string]string{}
+	for d, v := range vols {
+		ctrs[d] = startSleeper(b, "--network", "none", "-v", v+":/data")
+	}
+	return ctrs
 }
 
 // newLocalVolume creates a volume of the engine's local driver.

@@ -43,11 +43,7 @@ func BenchmarkDockerRunTrue(b *testing.B) {
 	times := map[string][]time.Duration{}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		order := []string{"local", "securevol"}
-		if i%2 == 1 {
-			order = []string{"securevol", "local"}
-		}
-		for _, d := range order {
+		for _, d := range pairOrder(i) {
 			times[d] = append(times[d], runOnce(vols[d]))
 		}
 	}
@@ -67,11 +63,7 @@ func BenchmarkDockerIO1GiB(b *testing.B) {
 	b.SetBytes(2 * 2 * mib << 20) // per iteration: 1 GiB written and read, on two drivers
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		order := []string{"local", "securevol"}
-		if i%2 == 1 {
-			order = []string{"securevol", "local"}
-		}
-		for _, d := range order {
+		for _, d := range pairOrder(i) {
 			c := ctrs[d]
 			sec := timedIn(b, c, fmt.Sprintf("rm -f /data/big; dd if=/dev/zero of=/data/big bs=1M count=%d conv=fsync 2>/dev/null", mib))
 			write[d] = append(write[d], mib/sec)
@@ -98,11 +90,7 @@ func BenchmarkDockerSmallFiles(b *testing.B) {
 	remove := map[string][]float64{}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		order := []string{"local", "securevol"}
-		if i%2 == 1 {
-			order = []string{"securevol", "local"}
-		}
-		for _, d := range order {
+		for _, d := range pairOrder(i) {
 			c := ctrs[d]
 			create[d] = append(create[d], timedIn(b, c, fmt.Sprintf(
 				`mkdir /data/t; i=0; while [ $i -lt %d ]; do echo "file $i" > /data/t/f$i; i=$((i+1)); done; sync`, smallFiles)))
@@ -133,6 +121,15 @@ func sleeperPair(b *testing.B) map[string]string {
 		ctrs[d] = startSleeper(b, "--network", "none", "-v", v+":/data")
 	}
 	return ctrs
+}
+
+// pairOrder is the order the drivers take turns in round i: alternating,
+// so that drift (page cache, other load) hits both alike.
+func pairOrder(i int) []string {
+	if i%2 == 1 {
+		return []string{"securevol", "local"}
+	}
+	return []string{"local", "securevol"}
 }
 
 // newLocalVolume creates a volume of the engine's local driver.

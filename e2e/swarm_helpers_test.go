@@ -98,12 +98,15 @@ func startSwarm(t *testing.T) *swarmCluster {
 	c.script(t, "up")
 	step("network, etcd and two engines up")
 
-	c.formSwarm(t)
-	step("swarm formed")
 	c.loadImage(t)
 	step("test image loaded")
+	// Before the swarm: a node describes its plugins to the manager when it
+	// joins, and then only every 20 s, and the scheduler places a task
+	// only on a node known to have its volume driver.
 	c.installPlugins(t)
 	step("plugin installed and enabled on both nodes")
+	c.formSwarm(t)
+	step("swarm formed")
 	return c
 }
 
@@ -139,7 +142,25 @@ func (c *swarmCluster) formSwarm(t *testing.T) {
 	n1.docker(t, "swarm", "init", "--advertise-addr", "10.77.0.11", "--dispatcher-heartbeat", "1s")
 	token := n1.docker(t, "swarm", "join-token", "-q", "worker")
 	n2.docker(t, "swarm", "join", "--advertise-addr", "10.77.0.12", "--token", token, "10.77.0.11:2377")
-	c.waitNode(t, n2, "ready", 30*time.Second)
+	for _, n := range c.nodes {
+		c.waitNode(t, n, "ready", 30*time.Second)
+		c.waitDescribed(t, n)
+	}
+}
+
+// waitDescribed waits until the manager knows n has the plugin.
+func (c *swarmCluster) waitDescribed(t testing.TB, n *swarmNode) {
+	t.Helper()
+	eventually(t, 30*time.Second, n.hostname+" to report the plugin to the manager", func() error {
+		out, err := c.nodes[0].dockerTry("node", "inspect", "-f", `{{range .Description.Engine.Plugins}}{{.Type}}={{.Name}} {{end}}`, n.hostname)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(strings.Fields(out), "Volume="+swarmPlugin+":latest") {
+			return fmt.Errorf("plugins %s", out)
+		}
+		return nil
+	})
 }
 
 // loadImage moves the test image from the host's engine to both nodes.
@@ -162,10 +183,8 @@ func (c *swarmCluster) installPlugins(t *testing.T) {
 		t.Fatal(err)
 	}
 	script(t, []string{"BIN=" + s.bin}, "plugin.sh", "rootfs", c.rootfs)
-	for _, d := range []string{c.shared, c.keys} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.MkdirAll(c.keys, 0o700); err != nil {
+		t.Fatal(err)
 	}
 	if out, err := command(nil, "", s.bin, "key", "generate", filepath.Join(c.keys, "master.key")); err != nil {
 		t.Fatalf("securevol key generate: %v %s", err, out)
@@ -185,8 +204,13 @@ func (c *swarmCluster) installPlugins(t *testing.T) {
 // ID.
 func (c *swarmCluster) createPlugin(t testing.TB, n *swarmNode, name, state string, settings ...string) string {
 	t.Helper()
-	if err := os.MkdirAll(state, 0o700); err != nil {
-		t.Fatal(err)
+	for _, kv := range append(settings, "state.source="+state) {
+		// The engine does not create a mount's source.
+		if k, src, _ := strings.Cut(kv, "="); strings.HasSuffix(k, ".source") {
+			if err := os.MkdirAll(src, 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	n.docker(t, "plugin", "create", name, c.rootfs)
 	n.docker(t, append([]string{"plugin", "set", name,

@@ -120,15 +120,10 @@ func testSwarmCrash(t *testing.T, c *swarmCluster) {
 	// still holds the volume, and the swarm is whole for what follows.
 	c.script(t, "engine-start", "2")
 	c.waitNode(t, n2, "ready", time.Minute)
-	eventually(t, 30*time.Second, "node 2's plugin to be enabled", func() error {
-		if got, _ := n2.dockerTry("plugin", "inspect", "-f", "{{.Enabled}}", swarmPlugin); got != "true" {
-			return fmt.Errorf("enabled = %q", got)
-		}
-		return nil
-	})
+	c.waitDescribed(t, n2)
 	c.removeService(t, svc)
 	// Node 2 can mount the volume again: its stale mount is gone.
-	if got := n2.docker(t, "run", "--rm", "-v", vol+":/data", c.image, "cat", "/data/nodes"); got != "svnode2\nsvnode1" {
+	if got := n2.docker(t, "run", "--rm", "--network", "none", "-v", vol+":/data", c.image, "cat", "/data/nodes"); got != "svnode2\nsvnode1" {
 		t.Fatalf("node 2, back, reads %q", got)
 	}
 }
@@ -242,14 +237,17 @@ func testSwarmPaused(t *testing.T, c *swarmCluster) {
 		}
 		return nil
 	})
+	// Each fails at a request that must reach the daemon (an open that
+	// truncates, an fsync, a create, a rename), whatever the kernel caches.
 	for _, w := range []string{
 		"echo stale > /data/f",
-		"echo stale >> /data/f2",
+		"dd if=/dev/zero of=/data/f2 bs=4k count=1 conv=notrunc,fsync",
 		"dd if=/dev/zero of=/data/new bs=4k count=1 conv=fsync",
 		"mkdir /data/dir",
+		"mv /data/f /data/g",
 		"rm /data/f2",
 	} {
-		if out, err := n1.dockerTry("exec", name, "sh", "-c", w+" && sync /data"); err == nil {
+		if out, err := n1.dockerTry("exec", name, "sh", "-c", w); err == nil {
 			t.Errorf("after losing its lease node 1 still writes: %q succeeded (%s)", w, out)
 		}
 	}
@@ -278,17 +276,27 @@ func testSwarmEtcdRestart(t *testing.T, c *swarmCluster) {
 	t.Cleanup(func() { n1.dockerTry("rm", "-f", name) })
 	n2.docker(t, "run", "--rm", "--network", "none", "-v", vols[1]+":/data", c.image, "sh", "-c", "echo kept > /data/f")
 	before := c.volumeLists(t)
+	if !slices.Equal(before[0], before[1]) {
+		t.Fatalf("the nodes list different volumes: %v and %v", before[0], before[1])
+	}
 
 	begin := time.Now()
 	c.script(t, "etcd-stop")
 	c.script(t, "etcd-start")
 	t.Logf("etcd restarted in %v", time.Since(begin).Round(10*time.Millisecond))
 
-	after := c.volumeLists(t)
-	for i, n := range c.nodes {
-		if !slices.Equal(before[i], after[i]) {
-			t.Errorf("%s lists %v after etcd's restart, %v before", n.hostname, after[i], before[i])
+	// The plugins reconnect to etcd on their own; until then a List may
+	// fail, and the engine leaves that plugin's volumes out.
+	var after [][]string
+	eventually(t, 20*time.Second, "both nodes to list the volumes again", func() error {
+		after = c.volumeLists(t)
+		if !slices.Equal(before[0], after[0]) || !slices.Equal(before[1], after[1]) {
+			return fmt.Errorf("before %v, now %v", before, after)
 		}
+		return nil
+	})
+	t.Logf("both nodes list the %d volumes %v after etcd's restart", len(after[0]), time.Since(begin).Round(10*time.Millisecond))
+	for i, n := range c.nodes {
 		for _, v := range vols {
 			if !slices.Contains(after[i], v) {
 				t.Errorf("%s lost volume %s", n.hostname, v)
@@ -322,9 +330,6 @@ func (c *swarmCluster) volumeLists(t testing.TB) [][]string {
 		sort.Strings(l)
 		lists = append(lists, l)
 	}
-	if !slices.Equal(lists[0], lists[1]) {
-		t.Errorf("the nodes list different volumes: %v and %v", lists[0], lists[1])
-	}
 	return lists
 }
 
@@ -335,7 +340,7 @@ func (c *swarmCluster) volumeLists(t testing.TB) [][]string {
 func testSwarmMountCost(t *testing.T, c *swarmCluster) {
 	n1 := c.nodes[0]
 	local := "securevol-local"
-	localID := c.createPlugin(t, n1, local, n1.state+"-local")
+	localID := c.createPlugin(t, n1, local, n1.state+"-local", "shared.source="+n1.state+"-local-shared")
 	t.Cleanup(func() {
 		n1.dockerTry("plugin", "disable", "-f", local)
 		n1.dockerTry("plugin", "rm", "-f", local)

@@ -36,6 +36,21 @@ fwd_rule=(FORWARD -i "$bridge" -o "$bridge" -m comment --comment securevol-swarm
 die() { echo "swarm.sh: $*" >&2; exit 1; }
 
 ns_of() { echo "svnode$1"; }
+
+# alive PID: the process runs (a zombie waiting for init to reap it does
+# not count).
+alive() {
+	local st
+	st="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+	st="${st##*) }"
+	[[ "${st:0:1}" != Z ]]
+}
+
+# pid_of FILE: the pid in FILE if that process is alive.
+pid_of() {
+	local pid
+	[[ -f "$1" ]] && pid="$(cat "$1")" && alive "$pid" && echo "$pid"
+}
 veth_of() { echo "veth-svs$1"; }
 # run_of N: the host folder node N sees as its /run/docker, its exec-root
 # (a private mount in the node's namespace). The engine puts managed
@@ -85,8 +100,8 @@ engine_start() {
 	local n="$1" ns node sock run pid
 	ns="$(ns_of "$n")" node="$dir/node$n" sock="$(sock_of "$n")" run="$(run_of "$n")"
 	[[ -e "/run/netns/$ns" ]] || die "no network namespace $ns: run net-up first"
-	if [[ -f "$node/docker.pid" ]] && kill -0 "$(cat "$node/docker.pid")" 2>/dev/null; then
-		die "node $n's dockerd runs already (pid $(cat "$node/docker.pid"))"
+	if pid="$(pid_of "$node/docker.pid")"; then
+		die "node $n's dockerd runs already (pid $pid)"
 	fi
 	rm -rf "$run"
 	mkdir -p "$node/data" "$run"
@@ -122,7 +137,7 @@ engine_start() {
 		if docker -H "unix://$sock" version --format '{{.Server.Version}}' >/dev/null 2>&1; then
 			return 0
 		fi
-		kill -0 "$pid" 2>/dev/null || break
+		alive "$pid" || break
 		sleep 0.2
 	done
 	tail -30 "$node/dockerd.log" >&2
@@ -173,9 +188,9 @@ engine_kill() {
 engine_stop() {
 	local n="$1" node pid
 	node="$dir/node$n"
-	if [[ -f "$node/docker.pid" ]] && pid="$(cat "$node/docker.pid")" && kill -0 "$pid" 2>/dev/null; then
+	if pid="$(pid_of "$node/docker.pid")"; then
 		kill -TERM "$pid"
-		for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+		for _ in $(seq 1 150); do alive "$pid" || break; sleep 0.2; done
 	fi
 	kill_node "$n"
 	remove_cgroups "$n"
@@ -192,8 +207,8 @@ remove_cgroups() {
 etcd_start() {
 	local pid
 	mkdir -p "$dir/etcd"
-	if [[ -f "$dir/etcd.pid" ]] && kill -0 "$(cat "$dir/etcd.pid")" 2>/dev/null; then
-		die "etcd runs already (pid $(cat "$dir/etcd.pid"))"
+	if pid="$(pid_of "$dir/etcd.pid")"; then
+		die "etcd runs already (pid $pid)"
 	fi
 	command -v etcd >/dev/null || die "no etcd (apt-get install etcd-server)"
 	setsid etcd --name svswarm --data-dir "$dir/etcd/data" \
@@ -205,7 +220,7 @@ etcd_start() {
 	echo "$pid" >"$dir/etcd.pid"
 	for _ in $(seq 1 100); do
 		if curl -fsS "$etcd_url/health" 2>/dev/null | grep -q '"health":"true"'; then return 0; fi
-		kill -0 "$pid" 2>/dev/null || break
+		alive "$pid" || break
 		sleep 0.1
 	done
 	tail -20 "$dir/etcd/etcd.log" >&2
@@ -214,11 +229,9 @@ etcd_start() {
 
 etcd_stop() {
 	local pid
-	[[ -f "$dir/etcd.pid" ]] || return 0
-	pid="$(cat "$dir/etcd.pid")"
-	if kill -0 "$pid" 2>/dev/null; then
+	if pid="$(pid_of "$dir/etcd.pid")"; then
 		kill -TERM "$pid"
-		for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		for _ in $(seq 1 100); do alive "$pid" || break; sleep 0.1; done
 		kill -KILL "$pid" 2>/dev/null || true
 	fi
 	rm -f "$dir/etcd.pid"

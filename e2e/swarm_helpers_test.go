@@ -204,6 +204,12 @@ func (c *swarmCluster) installPlugins(t *testing.T) {
 // ID.
 func (c *swarmCluster) createPlugin(t testing.TB, n *swarmNode, name, state string, settings ...string) string {
 	t.Helper()
+	return c.createPluginFrom(t, n, c.rootfs, name, state, settings...)
+}
+
+// createPluginFrom is createPlugin from another rootfs folder.
+func (c *swarmCluster) createPluginFrom(t testing.TB, n *swarmNode, rootfs, name, state string, settings ...string) string {
+	t.Helper()
 	for _, kv := range append(settings, "state.source="+state) {
 		// The engine does not create a mount's source.
 		if k, src, _ := strings.Cut(kv, "="); strings.HasSuffix(k, ".source") {
@@ -212,7 +218,7 @@ func (c *swarmCluster) createPlugin(t testing.TB, n *swarmNode, name, state stri
 			}
 		}
 	}
-	n.docker(t, "plugin", "create", name, c.rootfs)
+	n.docker(t, "plugin", "create", name, rootfs)
 	n.docker(t, append([]string{"plugin", "set", name,
 		"state.source=" + state, "keys.source=" + c.keys, "SECUREVOL_LOG_LEVEL=debug"}, settings...)...)
 	n.docker(t, "plugin", "enable", name)

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -99,6 +101,16 @@ func testSwarmCrash(t *testing.T, c *swarmCluster) {
 	begin := time.Now()
 	c.script(t, "engine-kill", "2")
 	killed := time.Since(begin)
+	restarted := false
+	restart := func() {
+		if !restarted {
+			restarted = true
+			c.script(t, "engine-start", "2")
+			c.waitNode(t, n2, "ready", time.Minute)
+			c.waitDescribed(t, n2)
+		}
+	}
+	defer restart() // the scenarios after this one need both nodes
 	c.waitNode(t, n2, "down", time.Minute)
 	down := time.Since(begin)
 	c.waitRunning(t, svc, n1, time.Minute+swarmMountWait)
@@ -118,9 +130,7 @@ func testSwarmCrash(t *testing.T, c *swarmCluster) {
 
 	// Node 2 comes back (its swarm state is on disk): it must not think it
 	// still holds the volume, and the swarm is whole for what follows.
-	c.script(t, "engine-start", "2")
-	c.waitNode(t, n2, "ready", time.Minute)
-	c.waitDescribed(t, n2)
+	restart()
 	c.removeService(t, svc)
 	// Node 2 can mount the volume again: its stale mount is gone.
 	if got := n2.docker(t, "run", "--rm", "--network", "none", "-v", vol+":/data", c.image, "cat", "/data/nodes"); got != "svnode2\nsvnode1" {
@@ -340,7 +350,7 @@ func (c *swarmCluster) volumeLists(t testing.TB) [][]string {
 func testSwarmMountCost(t *testing.T, c *swarmCluster) {
 	n1 := c.nodes[0]
 	local := "securevol-local"
-	localID := c.createPlugin(t, n1, local, n1.state+"-local", "shared.source="+n1.state+"-local-shared")
+	localID := c.createLocalPlugin(t, n1, local)
 	t.Cleanup(func() {
 		n1.dockerTry("plugin", "disable", "-f", local)
 		n1.dockerTry("plugin", "rm", "-f", local)
@@ -354,6 +364,22 @@ func testSwarmMountCost(t *testing.T, c *swarmCluster) {
 	if cm > 5*time.Second {
 		t.Errorf("a Mount in cluster mode takes %v", cm)
 	}
+}
+
+// createLocalPlugin creates plugin name on n without cluster settings. Its
+// rootfs differs from the cluster plugin's by one file: the engine refuses
+// to create a plugin whose rootfs it holds already.
+func (c *swarmCluster) createLocalPlugin(t *testing.T, n *swarmNode, name string) string {
+	rootfs := c.rootfs + "-local"
+	t.Cleanup(func() { os.RemoveAll(rootfs) })
+	if out, err := command(nil, "", "cp", "-a", c.rootfs, rootfs); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "rootfs", "local"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(c.dir, fmt.Sprintf("node%d", n.n), "local")
+	return c.createPluginFrom(t, n, rootfs, name, filepath.Join(state, "state"), "shared.source="+filepath.Join(state, "shared"))
 }
 
 // mountTimes creates a volume on plugin name of node n and times rounds

@@ -24,6 +24,9 @@ var (
 	// ErrNoProc: /proc is not mounted, and existing files are opened
 	// through /proc/self/fd (see openRegular).
 	ErrNoProc = newError("cannot reopen through /proc/self/fd: is /proc mounted?")
+	// ErrFenced: the folder is shared and this node may no longer write
+	// it (see Fence).
+	ErrFenced = newError("fenced: this node no longer holds the volume (its cluster lease is lost)")
 )
 
 // errShared: a header file has other names than ours (see zeroAndSync).

@@ -70,6 +70,10 @@ type Options struct {
 	// Freezer, if not nil, can hold the mount's changes while a snapshot
 	// of its backing folder is taken (see freeze.go); nil costs nothing.
 	Freezer *Freezer
+	// Fence, if not nil, stops the mount from touching the backing folder
+	// once it trips (see fence.go): the node may no longer own a shared
+	// folder. nil costs nothing.
+	Fence *backing.Fence
 	// Observer hears of the mount's start and end, its requests and its
 	// authentication failures, for metrics; nil costs nothing.
 	Observer Observer
@@ -108,6 +112,9 @@ type fsys struct {
 	dirs dirCache
 
 	quota *Quota // nil: no limit
+
+	// fence is checked before every write to a descriptor (nil: none).
+	fence *backing.Fence
 }
 
 // Mount serves the encrypted directory backingDir (already initialised with
@@ -125,6 +132,7 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 	if err != nil {
 		return nil, fmt.Errorf("mount: %w", err)
 	}
+	rootDir.SetFence(opts.Fence)
 	rootIV, err := backing.ReadDirIV(rootDir)
 	if err != nil {
 		rootDir.Close()
@@ -158,6 +166,7 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 		dirs: dirCache{max: cmp.Or(opts.MaxOpenDirs, DefaultMaxOpenDirs)},
 	}
 	f.quota = opts.Quota
+	f.fence = opts.Fence
 	f.attrTimeout = opts.AttrTimeout
 	if f.attrTimeout == 0 {
 		f.attrTimeout = DefaultCacheTimeout
@@ -223,6 +232,11 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 	var raw fuse.RawFileSystem = &treeGuard{RawFileSystem: rawFS, mu: &f.treeMu}
 	if opts.Freezer != nil {
 		raw = &frozenGate{RawFileSystem: raw, f: opts.Freezer}
+	}
+	if opts.Fence != nil {
+		// Outside the freeze gate: a fenced request must not wait for
+		// a thaw.
+		raw = &fencedGate{RawFileSystem: raw, f: opts.Fence, log: log}
 	}
 	if opts.Observer != nil {
 		raw = &observed{RawFileSystem: raw, obs: opts.Observer}

@@ -129,6 +129,10 @@ func (d *Driver) reconcile(rep *StartReport) error {
 		}
 		if isPartial(e.Name()) {
 			// An import cut short: the archive it came from is still there.
+			// In a cluster it may be another node's import in progress.
+			if d.clustered() {
+				continue
+			}
 			if err := d.removeAll(dir); err == nil {
 				d.log.WithField("folder", dir).Info("deleted the folder of an import that was cut short")
 			}
@@ -141,6 +145,9 @@ func (d *Driver) reconcile(rep *StartReport) error {
 		h, err := readHeader(dir)
 		if errors.Is(err, backing.ErrNoHeader) {
 			if onlyInternal(dir) {
+				if d.clustered() {
+					continue // maybe another node's create in progress
+				}
 				if err := os.RemoveAll(dir); err == nil {
 					d.log.WithField("folder", dir).Info("deleted the folder of a create that was cut short")
 				}

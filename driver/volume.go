@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/securevol/securevol/backing"
+	"github.com/securevol/securevol/cluster"
 	"github.com/securevol/securevol/crypto"
 	"github.com/securevol/securevol/internal/mountinfo"
 	"github.com/securevol/securevol/store"
@@ -42,13 +43,33 @@ type liveMount struct {
 	connErr    error         // why conn is unknown, if it is not for want of FUSE
 	ended      chan struct{} // closed when its server has ended
 	leaving    atomic.Bool   // set while we unmount it ourselves
+	// claim is its cluster claim, let go when it ends; nil on a single
+	// host.
+	claim *cluster.Claim
+}
+
+// release lets go of lm's cluster claim, if any.
+func (d *Driver) release(name string, lm *liveMount) {
+	if lm.claim == nil {
+		return
+	}
+	if err := lm.claim.Release(); err != nil {
+		d.log.WithError(err).WithField("volume", name).Warn("letting go of the volume's cluster claim; other nodes wait for this node's lease instead")
+	}
 }
 
 func (v *vol) dir() string { return v.d.backing(v.rec.ID) }
 
 // save writes the record, fsynced, before the driver answers the engine.
+// In cluster mode the references stay out of it (see saveRefs).
 func (v *vol) save() error {
-	return v.d.cfg.Store.Update(func(tx *store.Tx) error { return tx.Put(v.rec) })
+	rec := v.rec
+	if v.d.clustered() {
+		r := *rec
+		r.Mounts = nil
+		rec = &r
+	}
+	return v.d.cfg.Store.Update(func(tx *store.Tx) error { return tx.Put(rec) })
 }
 
 // create makes the volume's backing folder and record with options opts.
@@ -118,9 +139,27 @@ func (v *vol) remove() error {
 	return nil
 }
 
-// attach opens the volume's key and mounts it. On error nothing is left
-// mounted.
+// attach opens the volume's key and mounts it; in cluster mode it claims
+// the volume first, since opening may upgrade the folder's header. On
+// error nothing is left mounted or claimed.
 func (v *vol) attach() error {
+	d := v.d
+	if !d.clustered() {
+		return v.attachUnder(nil)
+	}
+	claim, err := v.claim(d.cfg.Cluster.MountWait())
+	if err != nil {
+		return err
+	}
+	if err := v.attachUnder(claim); err != nil {
+		d.release(v.name, &liveMount{claim: claim})
+		return err
+	}
+	return nil
+}
+
+// attachUnder is attach under claim (nil on a single host).
+func (v *vol) attachUnder(claim *cluster.Claim) error {
 	d := v.d
 	keys, err := v.open()
 	if err != nil {
@@ -133,6 +172,10 @@ func (v *vol) attach() error {
 	if err := os.Mkdir(mp, 0o755); err != nil && !errors.Is(err, os.ErrExist) && !errors.Is(err, unix.ENOTCONN) {
 		return err
 	}
+	mopts := MountOptions{Size: v.rec.Options.Size}
+	if claim != nil {
+		mopts.Fence = claim.Fence()
+	}
 	// Our state says "not mounted", so anything found here is left over
 	// from a crashed server or mounted by hand. Mountinfo tells, where a
 	// stat could hang on a hung server.
@@ -144,13 +187,13 @@ func (v *vol) attach() error {
 			return err
 		}
 	}
-	m, err := d.cfg.Mounter(v.dir(), mp, v.name, keys, v.rec.Options.Size, d.log.WithField("volume", v.name))
+	m, err := d.cfg.Mounter(v.dir(), mp, v.name, keys, mopts, d.log.WithField("volume", v.name))
 	if err != nil {
 		os.Remove(mp)
 		return err
 	}
 	conn, connErr := d.connOf(mp)
-	lm := &liveMount{m: m, mountpoint: mp, conn: conn, connErr: connErr, ended: make(chan struct{})}
+	lm := &liveMount{m: m, mountpoint: mp, conn: conn, connErr: connErr, ended: make(chan struct{}), claim: claim}
 	d.mu.Lock()
 	v.mount = lm
 	v.trouble = ""
@@ -175,6 +218,7 @@ func (v *vol) watch(lm *liveMount) {
 	d.mu.Unlock()
 	if ours && !lm.leaving.Load() {
 		d.log.WithField("volume", v.name).Warn("the volume was unmounted outside securevol; it will be mounted again on the next Mount")
+		d.release(v.name, lm)
 	}
 }
 
@@ -286,6 +330,7 @@ func (v *vol) detach() error {
 	}
 	d.mu.Unlock()
 	os.Remove(lm.mountpoint) // only succeeds on the empty, unmounted directory
+	d.release(v.name, lm)
 	return nil
 }
 

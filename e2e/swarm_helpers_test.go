@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -244,10 +245,11 @@ func (n *swarmNode) pluginPid() int {
 	return (&plugin{id: n.pluginID}).managedPid()
 }
 
-// pluginSocket is n's plugin socket, as the host reaches it
-// (scripts/swarm.sh: the node's /run/docker is /run/svsN on the host).
-func (n *swarmNode) pluginSocket(id string) string {
-	return filepath.Join(fmt.Sprintf("/run/svs%d", n.n), "plugins", id, "securevol.sock")
+// pluginClient calls plugin id of n on its socket, as the engine does; the
+// host reaches the socket because the node's /run/docker is /run/svsN on
+// the host (scripts/swarm.sh).
+func (n *swarmNode) pluginClient(id string) *http.Client {
+	return testenv.UnixClient(filepath.Join(fmt.Sprintf("/run/svs%d", n.n), "plugins", id, "securevol.sock"), time.Minute)
 }
 
 // logSince returns n's dockerd log from byte offset mark on.

@@ -149,9 +149,10 @@ engine_start() {
 # engine puts a plugin in a top-level cgroup named by the plugin's ID).
 node_cgroups() {
 	local n="$1" id
-	ls -d /sys/fs/cgroup/*/"svswarm$n" 2>/dev/null || true
+	# cgroup v2: /sys/fs/cgroup/NAME; v1: /sys/fs/cgroup/HIERARCHY/NAME.
+	ls -d /sys/fs/cgroup/"svswarm$n" /sys/fs/cgroup/*/"svswarm$n" 2>/dev/null || true
 	for id in $(ls "$dir/node$n/data/plugins" 2>/dev/null | grep -E '^[0-9a-f]{64}$'); do
-		ls -d /sys/fs/cgroup/*/"$id" 2>/dev/null || true
+		ls -d /sys/fs/cgroup/"$id" /sys/fs/cgroup/*/"$id" 2>/dev/null || true
 	done
 }
 

@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -128,21 +127,4 @@ func (c *Claim) Release() error {
 		return fmt.Errorf("releasing %s: %w", c.key, unavailable(err))
 	}
 	return nil
-}
-
-// Holder returns who holds volume; ok is false if nobody does.
-func (n *Node) Holder(volume string) (h Holder, ok bool, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	resp, err := n.cli.Get(ctx, claimKey(volume))
-	if err != nil {
-		return h, false, unavailable(err)
-	}
-	if len(resp.Kvs) == 0 {
-		return h, false, nil
-	}
-	if err := json.Unmarshal(resp.Kvs[0].Value, &h); err != nil {
-		return h, true, errors.New("unreadable claim")
-	}
-	return h, true, nil
 }

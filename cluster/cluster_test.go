@@ -119,8 +119,8 @@ func TestClaimWaitsForHolder(t *testing.T) {
 	if err := ca.Release(); err != nil {
 		t.Fatal(err)
 	}
-	if h, ok, _ := a.Holder("vol"); !ok || h.Node != "node-b" {
-		t.Fatalf("holder after a stale release: %+v %v", h, ok)
+	if _, err := a.Claim("vol", 0); !errors.As(err, &held) || held.Holder.Node != "node-b" {
+		t.Fatalf("claim after a stale release: %v, want node-b to hold the volume", err)
 	}
 	cb.Release()
 }
@@ -171,9 +171,9 @@ func TestRestartRevokesPreviousLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	close(old.stop) // dies without revoking
-	a := join(t, e, "node-a", 10*time.Second)
-	if _, ok, _ := a.Holder("vol"); ok {
-		t.Fatal("the claim of the previous run survived the restart")
+	join(t, e, "node-a", 10*time.Second)
+	if _, err := join(t, e, "node-b", 10*time.Second).Claim("vol", 0); err != nil {
+		t.Fatalf("the claim of the previous run survived the restart: %v", err)
 	}
 	old.cli.Close()
 }

@@ -207,6 +207,9 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 		ExplicitDataCacheControl: true,
 		// mount(2) directly when root; go-fuse falls back to fusermount3.
 		DirectMount: os.Geteuid() == 0,
+		// We clear set-ID bits ourselves (killpriv.go), sparing a
+		// GETXATTR round trip per write.
+		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
 	}
 	if mopts.FsName == "" {
 		mopts.FsName = dir
@@ -229,7 +232,8 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 		RootStableAttr:  &fs.StableAttr{Ino: f.ino(&st), Gen: 1},
 		Logger:          newLogger(log, logrus.WarnLevel),
 	})
-	var raw fuse.RawFileSystem = &treeGuard{RawFileSystem: rawFS, mu: &f.treeMu}
+	kp := &killPriv{RawFileSystem: &treeGuard{RawFileSystem: rawFS, mu: &f.treeMu}}
+	var raw fuse.RawFileSystem = kp
 	if opts.Freezer != nil {
 		raw = &frozenGate{RawFileSystem: raw, f: opts.Freezer}
 	}
@@ -243,6 +247,7 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 	}
 	srv, err := fuse.NewServer(raw, mountpoint, &mopts)
 	if err == nil {
+		kp.srv.Store(srv)
 		go srv.Serve()
 		err = srv.WaitMount()
 	}

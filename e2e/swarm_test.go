@@ -32,6 +32,7 @@ func TestSwarm(t *testing.T) {
 		{"RacingServicesOneRefused", testSwarmRace},
 		{"PausedPluginFenced", testSwarmPaused},
 		{"EtcdRestartLosesNoVolume", testSwarmEtcdRestart},
+		{"EtcdLostRebuiltFromHeaders", testSwarmEtcdLost},
 		{"MountCost", testSwarmMountCost},
 	} {
 		begin := time.Now()
@@ -368,6 +369,42 @@ func testSwarmEtcdRestart(t *testing.T, c *swarmCluster) {
 	n2.docker(t, "volume", "create", "-d", swarmPlugin, fresh)
 	if got := n1.docker(t, "run", "--rm", "--network", "none", "-v", fresh+":/data", c.image, "sh", "-c", "echo new > /data/f; cat /data/f"); got != "new" {
 		t.Errorf("a volume made after etcd's restart reads %q", got)
+	}
+}
+
+// testSwarmEtcdLost (issue 11: the headers in the shared folders stay
+// self-describing, so a lost etcd can be rebuilt): etcd comes back empty;
+// a plugin that starts against it recovers every volume from the shared
+// folder, and both nodes list and open them again.
+func testSwarmEtcdLost(t *testing.T, c *swarmCluster) {
+	n1, n2 := c.nodes[0], c.nodes[1]
+	vols := []string{uniq("vol"), uniq("vol")}
+	for i, v := range vols {
+		c.nodes[i].docker(t, "volume", "create", "-d", swarmPlugin, v)
+	}
+	n2.docker(t, "run", "--rm", "--network", "none", "-v", vols[1]+":/data", c.image, "sh", "-c", "echo kept > /data/f")
+	before := c.volumeLists(t)
+
+	c.script(t, "etcd-stop")
+	if err := os.RemoveAll(filepath.Join(c.dir, "etcd", "data")); err != nil {
+		t.Fatal(err)
+	}
+	c.script(t, "etcd-start")
+	begin := time.Now()
+	n1.docker(t, "plugin", "disable", "-f", swarmPlugin)
+	n1.docker(t, "plugin", "enable", swarmPlugin)
+	eventually(t, 30*time.Second, "both nodes to list the volumes again", func() error {
+		if now := c.volumeLists(t); !slices.Equal(before[0], now[0]) || !slices.Equal(before[1], now[1]) {
+			return fmt.Errorf("before %v, now %v", before, now)
+		}
+		return nil
+	})
+	t.Logf("etcd lost: node 1's plugin restarted, and both nodes list the %d volumes again %v later", len(before[0]), time.Since(begin).Round(10*time.Millisecond))
+	if got := n2.docker(t, "run", "--rm", "--network", "none", "-v", vols[1]+":/data", c.image, "cat", "/data/f"); got != "kept" {
+		t.Errorf("after etcd was rebuilt %s reads %q", vols[1], got)
+	}
+	if got := n1.docker(t, "run", "--rm", "--network", "none", "-v", vols[0]+":/data", c.image, "sh", "-c", "echo new > /data/f; cat /data/f"); got != "new" {
+		t.Errorf("after etcd was rebuilt %s reads %q", vols[0], got)
 	}
 }
 

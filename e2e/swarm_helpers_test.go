@@ -44,7 +44,7 @@ type swarmCluster struct {
 	shared string // the `shared` mount source of both plugins
 	keys   string // the `keys` mount source of both plugins: one master key
 	image  string // the busybox test image, loaded into both engines
-	rootfs string // the plugin's config.json + rootfs, for docker plugin create
+	rootfs string // the plugin's config.json + rootfs, for docker plugin create (in dir)
 	nodes  []*swarmNode
 }
 
@@ -131,9 +131,6 @@ func (c *swarmCluster) stop(t *testing.T) {
 	if _, err := command([]string{"SWARM_DIR=" + c.dir}, "", filepath.Join(c.root, "scripts", "swarm.sh"), "down"); err != nil {
 		t.Errorf("tear down the swarm: %v", err)
 	}
-	if c.rootfs != "" {
-		os.RemoveAll(c.rootfs)
-	}
 }
 
 // formSwarm: node 1 initialises the swarm, node 2 joins as a worker. A
@@ -179,10 +176,9 @@ func (c *swarmCluster) loadImage(t *testing.T) {
 // and creates, configures and enables the plugin on both nodes.
 func (c *swarmCluster) installPlugins(t *testing.T) {
 	s := need(t)
-	var err error
-	if c.rootfs, err = os.MkdirTemp("", "securevol-e2e-swarm-"); err != nil {
-		t.Fatal(err)
-	}
+	// In SWARM_DIR, so that scripts/swarm.sh down removes it even after a
+	// killed run.
+	c.rootfs = filepath.Join(c.dir, "plugin")
 	script(t, []string{"BIN=" + s.bin}, "plugin.sh", "rootfs", c.rootfs)
 	if err := os.MkdirAll(c.keys, 0o700); err != nil {
 		t.Fatal(err)

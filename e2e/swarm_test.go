@@ -456,7 +456,6 @@ func testSwarmMountCost(t *testing.T, c *swarmCluster) {
 // to create a plugin whose rootfs it holds already.
 func (c *swarmCluster) createLocalPlugin(t *testing.T, n *swarmNode, name string) string {
 	rootfs := c.rootfs + "-local"
-	t.Cleanup(func() { os.RemoveAll(rootfs) })
 	if out, err := command(nil, "", "cp", "-a", c.rootfs, rootfs); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}

@@ -21,12 +21,13 @@ func TestClusterConfigRefused(t *testing.T) {
 		set  func(*Config)
 		want string
 	}{
-		"missing cluster root":    {func(c *Config) { c.ClusterRoot = "/nonexistent/shared" }, "cluster root"},
-		"password without user":   {func(c *Config) { c.Cluster.PasswordFile = "/etc/hostname" }, "without an etcd user"},
-		"unreadable CA":           {func(c *Config) { c.Cluster.CACert = "/nonexistent/ca.pem" }, "CA certificate"},
-		"unreadable client cert":  {func(c *Config) { c.Cluster.Cert, c.Cluster.Key = "/nonexistent/c.pem", "/nonexistent/k.pem" }, "client certificate"},
-		"lease TTL below 2s":      {func(c *Config) { c.Cluster.LeaseTTL = time.Second }, "lease TTL"},
-		"endpoint without scheme": {func(c *Config) { c.Cluster.Endpoints = []string{"10.0.0.1:2379"} }, "endpoint"},
+		"missing cluster root":     {func(c *Config) { c.ClusterRoot = "/nonexistent/shared" }, "cluster root"},
+		"cluster root = state dir": {func(c *Config) { os.MkdirAll(c.StateDir, 0o700); c.ClusterRoot = c.StateDir }, "it is the state dir"},
+		"password without user":    {func(c *Config) { c.Cluster.PasswordFile = "/etc/hostname" }, "without an etcd user"},
+		"unreadable CA":            {func(c *Config) { c.Cluster.CACert = "/nonexistent/ca.pem" }, "CA certificate"},
+		"unreadable client cert":   {func(c *Config) { c.Cluster.Cert, c.Cluster.Key = "/nonexistent/c.pem", "/nonexistent/k.pem" }, "client certificate"},
+		"lease TTL below 2s":       {func(c *Config) { c.Cluster.LeaseTTL = time.Second }, "lease TTL"},
+		"endpoint without scheme":  {func(c *Config) { c.Cluster.Endpoints = []string{"10.0.0.1:2379"} }, "endpoint"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg := testConfig(t)

@@ -165,8 +165,15 @@ func (cfg Config) clusterDefaults() (Config, error) {
 		return cfg, err
 	}
 	cfg.ClusterRoot = abs
-	if fi, err := os.Stat(abs); err != nil || !fi.IsDir() {
+	fi, err := os.Stat(abs)
+	if err != nil || !fi.IsDir() {
 		return cfg, fmt.Errorf("cluster root %s: %w: must be an existing directory on storage every node shares", abs, ErrBadConfig)
+	}
+	// The managed plugin's shared mount defaults to the state folder's
+	// source, so that a single host needs no extra folder; a cluster that
+	// forgot to point it at shared storage would keep its volumes local.
+	if st, err := os.Stat(cfg.StateDir); err == nil && os.SameFile(fi, st) {
+		return cfg, fmt.Errorf("cluster root %s: %w: it is the state dir %s; it must be a directory on storage every node shares", abs, ErrBadConfig, cfg.StateDir)
 	}
 	if cfg.Cluster.NodeName == "" {
 		if cfg.Cluster.NodeName, err = os.Hostname(); err != nil {

@@ -27,6 +27,9 @@ type Fence struct {
 	base     time.Time    // with a monotonic reading; deadline counts from it
 	deadline atomic.Int64 // nanoseconds after base
 	tripped  atomic.Bool
+	// parent, if set, is the fence this one follows (see Child): it
+	// trips with it and has no deadline of its own.
+	parent *Fence
 }
 
 // NewFence returns a fence that trips at deadline unless Extend moves it.
@@ -35,6 +38,12 @@ func NewFence(deadline time.Time) *Fence {
 	f.deadline.Store(int64(deadline.Sub(f.base)))
 	return f
 }
+
+// Child returns a fence that trips when f does, and also alone (Trip):
+// the fence of one holder among several under f, such as one mount among
+// those a lease covers, which must stop writing when it lets go while the
+// others write on.
+func (f *Fence) Child() *Fence { return &Fence{parent: f} }
 
 // Extend moves the deadline to t if that is later; a tripped fence stays
 // tripped.
@@ -63,7 +72,11 @@ func (f *Fence) Check() error {
 		return nil
 	}
 	if !f.tripped.Load() {
-		if int64(time.Since(f.base)) < f.deadline.Load() {
+		if f.parent != nil {
+			if f.parent.Check() == nil {
+				return nil
+			}
+		} else if int64(time.Since(f.base)) < f.deadline.Load() {
 			return nil
 		}
 		f.tripped.Store(true)

@@ -76,3 +76,23 @@ func TestNilFence(t *testing.T) {
 		t.Fatal("a nil fence tripped")
 	}
 }
+
+// A child fence trips with its parent, and alone without tripping the
+// parent or its siblings.
+func TestChildFence(t *testing.T) {
+	parent := NewFence(time.Now().Add(time.Hour))
+	a, b := parent.Child(), parent.Child()
+	a.Trip()
+	if !a.Tripped() || parent.Tripped() || b.Tripped() {
+		t.Fatalf("after tripping one child: child %v, parent %v, sibling %v", a.Tripped(), parent.Tripped(), b.Tripped())
+	}
+	short := NewFence(time.Now().Add(50 * time.Millisecond))
+	c := short.Child()
+	if c.Tripped() {
+		t.Fatal("a child of a live fence is tripped")
+	}
+	time.Sleep(80 * time.Millisecond)
+	if !c.Tripped() {
+		t.Fatal("a child outlives its parent's deadline")
+	}
+}

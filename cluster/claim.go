@@ -41,15 +41,30 @@ func (e *HeldError) Is(target error) bool { return target == ErrHeld }
 func claimKey(volume string) string { return prefix + "mounts/" + volume }
 
 // Claim is this node's hold on a volume: while its lease lives, no other
-// node can claim the volume. Its Fence trips when the lease is lost.
+// node can claim the volume. Its Fence trips when the lease is lost, or
+// when the claim is let go of.
+//
+// Several claims of one volume on one node share its key (a mount that
+// ended behind the driver's back, then the Mount after it): the key goes
+// with the last of them (Node.held).
 type Claim struct {
-	n   *Node
-	key string
-	ep  *epoch
+	n     *Node
+	key   string
+	ep    *epoch
+	fence *backing.Fence
+	// released is set by the first Release (guarded by n.claimMu).
+	released bool
 }
 
-// Fence is the fence of the claim's lease.
-func (c *Claim) Fence() *backing.Fence { return c.ep.fence }
+// heldKey is a claim key under one lease.
+type heldKey struct {
+	lease clientv3.LeaseID
+	key   string
+}
+
+// Fence stops the writes made under the claim: it trips with the lease,
+// and when the claim is let go of.
+func (c *Claim) Fence() *backing.Fence { return c.fence }
 
 // Claim claims volume for this node, waiting up to wait while another
 // node holds it (a watch on its key: the claim is tried again the moment
@@ -70,15 +85,12 @@ func (n *Node) Claim(volume string, wait time.Duration) (*Claim, error) {
 	waitCtx, cancelWait := context.WithTimeout(ctx, wait)
 	defer cancelWait()
 	for {
-		resp, err := n.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-			Then(clientv3.OpPut(key, string(val), clientv3.WithLease(ep.lease))).
-			Else(clientv3.OpGet(key)).Commit()
+		c, resp, err := n.tryClaim(ctx, ep, key, string(val))
 		if err != nil {
 			return nil, fmt.Errorf("claiming volume %s: %w", volume, unavailable(err))
 		}
-		if resp.Succeeded {
-			return &Claim{n: n, key: key, ep: ep}, nil
+		if c != nil {
+			return c, nil
 		}
 		kvs := resp.Responses[0].GetResponseRange().Kvs
 		if len(kvs) == 0 {
@@ -88,13 +100,34 @@ func (n *Node) Claim(volume string, wait time.Duration) (*Claim, error) {
 		if err := json.Unmarshal(kvs[0].Value, &h); err != nil {
 			h = Holder{Node: "(unreadable claim)"}
 		}
-		if clientv3.LeaseID(kvs[0].Lease) == ep.lease {
-			return &Claim{n: n, key: key, ep: ep}, nil // ours already
-		}
 		if !n.waitGone(waitCtx, key, resp.Header.Revision) {
 			return nil, &HeldError{Volume: volume, Holder: h, Waited: time.Since(start)}
 		}
 	}
+}
+
+// tryClaim creates key under ep's lease, or finds it ours already, and
+// counts the claim; it answers nil and etcd's answer if another lease
+// holds the key. It holds claimMu, so a Release of the node's last claim
+// on key cannot delete the key between finding it ours and counting.
+func (n *Node) tryClaim(ctx context.Context, ep *epoch, key, val string) (*Claim, *clientv3.TxnResponse, error) {
+	n.claimMu.Lock()
+	defer n.claimMu.Unlock()
+	resp, err := n.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, val, clientv3.WithLease(ep.lease))).
+		Else(clientv3.OpGet(key)).Commit()
+	if err != nil {
+		return nil, nil, err
+	}
+	if !resp.Succeeded {
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 0 || clientv3.LeaseID(kvs[0].Lease) != ep.lease {
+			return nil, resp, nil
+		}
+	}
+	n.held[heldKey{ep.lease, key}]++
+	return &Claim{n: n, key: key, ep: ep, fence: ep.fence.Child()}, resp, nil
 }
 
 // waitGone waits until key is deleted after revision rev, or ctx ends.
@@ -115,12 +148,27 @@ func (n *Node) waitGone(ctx context.Context, key string, rev int64) bool {
 	return false
 }
 
-// Release lets go of the claim, unless it is no longer ours (its lease
-// lost: then another node may hold the volume, and its key stays).
+// Release lets go of the claim: its fence trips first, so nothing written
+// under it can land once another node may hold the volume. The key goes
+// with the node's last claim on it, unless it is no longer ours (its
+// lease lost: then another node may hold the volume, and its key stays).
 func (c *Claim) Release() error {
+	c.fence.Trip()
+	n := c.n
+	n.claimMu.Lock()
+	defer n.claimMu.Unlock()
+	if c.released {
+		return nil
+	}
+	c.released = true
+	hk := heldKey{c.ep.lease, c.key}
+	if n.held[hk]--; n.held[hk] > 0 {
+		return nil
+	}
+	delete(n.held, hk)
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	_, err := c.n.cli.Txn(ctx).
+	_, err := n.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.LeaseValue(c.key), "=", c.ep.lease)).
 		Then(clientv3.OpDelete(c.key)).Commit()
 	if err != nil {

@@ -27,6 +27,11 @@ type Node struct {
 	ep     *epoch // the lease claims are made under now; nil until needed
 	closed bool
 
+	// claimMu serializes the node's claim transactions with its
+	// releases; held counts the node's live claims per key (see Claim).
+	claimMu sync.Mutex
+	held    map[heldKey]int
+
 	stop chan struct{}
 	done chan struct{}
 }
@@ -62,7 +67,7 @@ func Join(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd %v: %w", cfg.Endpoints, err)
 	}
-	n := &Node{cfg: cfg, cli: cli, log: cfg.Log, stop: make(chan struct{}), done: make(chan struct{})}
+	n := &Node{cfg: cfg, cli: cli, log: cfg.Log, held: map[heldKey]int{}, stop: make(chan struct{}), done: make(chan struct{})}
 	if err := n.revokePrevious(); err != nil {
 		cli.Close()
 		return nil, err

@@ -3,6 +3,8 @@ package driver
 import (
 	"errors"
 	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/securevol/securevol/cluster"
@@ -34,6 +36,47 @@ func (v *vol) claim(wait time.Duration) (*cluster.Claim, error) {
 		return nil, classed(ErrUnavailable, "cluster: %w", err)
 	}
 	return c, nil
+}
+
+// claimFresh is claim, then the volume's record read again: while the
+// claim waited, another node may have removed the volume (its record
+// gone, or moved to the removed ones with its folder kept for the grace)
+// or removed and created it anew, and the record loaded before would
+// mount, or remove, a folder that is no longer this volume's.
+func (v *vol) claimFresh(wait time.Duration) (*cluster.Claim, error) {
+	c, err := v.claim(wait)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := v.d.lookup(v.name)
+	if err == nil && (rec.ID != v.rec.ID || rec.Removing != v.rec.Removing) {
+		err = classed(ErrConflict, "volume %s changed on another node while this request waited for it; try again", v.name)
+	}
+	if err != nil {
+		if err2 := c.Release(); err2 != nil {
+			v.d.log.WithError(err2).WithField("volume", v.name).Warn("letting go of the volume's cluster claim; other nodes wait for this node's lease instead")
+		}
+		return nil, err
+	}
+	v.rec = rec
+	return c, nil
+}
+
+// fenced refuses a mount of the volume whose claim is fenced (its lease
+// lost): the mount answers EIO to everything, and handing it to another
+// container would hide that. It stays until its last reference goes; the
+// next Mount after that mounts anew under a new lease.
+// A mount just attached (attached) has no container yet.
+func (v *vol) fenced(attached bool) error {
+	lm := v.d.live(v.name)
+	if lm == nil || lm.claim == nil || !lm.claim.Fence().Tripped() {
+		return nil
+	}
+	ids := slices.Sorted(maps.Keys(v.rec.Mounts))
+	if attached || len(ids) == 0 {
+		return classed(ErrUnavailable, "this node lost its cluster lease while mounting the volume; try again")
+	}
+	return classed(ErrUnavailable, "this node lost its cluster lease (a partition or a pause longer than the lease allows), so its mount of the volume is fenced: it answers I/O errors, since another node may have written the volume since; stop the containers that still use it here (mount IDs %s), then mount again", strings.Join(ids, ", "))
 }
 
 // withRefs puts this node's references on rec, in cluster mode.

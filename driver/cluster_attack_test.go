@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/securevol/securevol/internal/testenv"
+	"github.com/securevol/securevol/store"
 )
 
 // A descriptor still open when the last Unmount comes keeps the FUSE
@@ -49,4 +51,76 @@ func TestClusterUnmountFencesALingeringServer(t *testing.T) {
 		t.Errorf("node b reads %q, %v", got, err)
 	}
 	b.unmount(t, "vol", "c2")
+}
+
+// A node whose mount is fenced (its lease lost, then a new one taken)
+// does not hand that mount to a new container: the Mount fails, saying
+// why, until the containers still using the fenced mount are gone.
+func TestClusterFencedMountIsNotHandedOut(t *testing.T) {
+	c := twoNodes(t, 2*time.Second)
+	a := c.a
+	if err := a.d.Create(&volume.CreateRequest{Name: "vol"}); err != nil {
+		t.Fatal(err)
+	}
+	mp := a.mount(t, "vol", "c1")
+	revokeNode(t, c.etcd, "node-a")
+	eventuallyEIO(t, filepath.Join(mp, "probe"), 2*time.Second)
+	_, err := a.d.Mount(&volume.MountRequest{Name: "vol", ID: "c2"})
+	if err == nil || !strings.Contains(err.Error(), "lease") || !strings.Contains(err.Error(), "c1") {
+		t.Fatalf("mount while this node's mount is fenced: %v; want an error about the lost lease naming the mount c1", err)
+	}
+	if err := a.d.Unmount(&volume.UnmountRequest{Name: "vol", ID: "c2"}); err != nil {
+		t.Fatal(err) // no reference: ignored
+	}
+	a.unmount(t, "vol", "c1")
+	mp = a.mount(t, "vol", "c3")
+	if err := os.WriteFile(filepath.Join(mp, "f"), []byte("x"), 0o644); err != nil {
+		t.Fatalf("a fresh mount after the fenced one went: %v", err)
+	}
+	a.unmount(t, "vol", "c3")
+}
+
+// A Mount that waited for another node's claim looks at the record again
+// once it holds the claim: the other node may have removed the volume
+// meanwhile (a removal with a grace keeps its folder), and a mount of a
+// removed volume would be purged under its users.
+func TestClusterMountAfterRemovalElsewhere(t *testing.T) {
+	c := twoNodes(t, 5*time.Second)
+	a, b := c.a, c.b
+	if err := a.d.Create(&volume.CreateRequest{Name: "vol"}); err != nil {
+		t.Fatal(err)
+	}
+	// Node b holds the volume, as its Remove does, while node a's Mount
+	// waits; then it hides the volume (what a removal with a grace does)
+	// and lets go.
+	claim, err := b.node.Claim("vol", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.d.Mount(&volume.MountRequest{Name: "vol", ID: "c1"})
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if err := b.st.Update(func(tx *store.Tx) error {
+		r, err := tx.Get("vol")
+		if err != nil {
+			return err
+		}
+		if err := tx.Delete("vol"); err != nil {
+			return err
+		}
+		r.RemovedAt, r.PurgeAt = time.Now().UTC(), time.Now().UTC().Add(time.Hour)
+		return tx.PutRemoved(r)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	claim.Release()
+	if err := <-done; !errors.Is(err, ErrNotFound) {
+		t.Fatalf("mount of a volume removed while the mount waited: %v, want not found", err)
+	}
+	if a.d.Mounted() != 0 {
+		t.Fatal("the removed volume is mounted")
+	}
 }

@@ -403,7 +403,7 @@ func (d *Driver) Remove(r *volume.RemoveRequest) error {
 	if d.clustered() {
 		// Held through the removal, so no node mounts the volume
 		// meanwhile; a node that holds it now refuses it.
-		c, err := v.claim(0)
+		c, err := v.claimFresh(0)
 		if err != nil {
 			return fmt.Errorf("remove %s: %w", r.Name, err)
 		}
@@ -461,6 +461,14 @@ func (d *Driver) Mount(r *volume.MountRequest) (*volume.MountResponse, error) {
 		}
 		attached = true
 		d.log.WithFields(logrus.Fields{"volume": r.Name, "took": time.Since(start).Round(time.Millisecond)}).Info("mounted volume")
+	}
+	if err := v.fenced(attached); err != nil {
+		if attached {
+			if err2 := v.detach(); err2 != nil {
+				d.log.WithError(err2).WithField("volume", r.Name).Error("unmount after failed mount")
+			}
+		}
+		return nil, fmt.Errorf("mount %s: %w", r.Name, err)
 	}
 	if v.rec.Mounts == nil {
 		v.rec.Mounts = map[string]int{}

@@ -147,7 +147,7 @@ func (v *vol) attach() error {
 	if !d.clustered() {
 		return v.attachUnder(nil)
 	}
-	claim, err := v.claim(d.cfg.Cluster.MountWait())
+	claim, err := v.claimFresh(d.cfg.Cluster.MountWait())
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -122,5 +123,38 @@ func TestClusterMountAfterRemovalElsewhere(t *testing.T) {
 	}
 	if a.d.Mounted() != 0 {
 		t.Fatal("the removed volume is mounted")
+	}
+}
+// Two nodes creating one volume at once (a stack's tasks starting on two
+// nodes) end with one volume and one folder: the second create finds the
+// first's record instead of overwriting it and orphaning its folder.
+func TestClusterConcurrentCreate(t *testing.T) {
+	c := twoNodes(t, 5*time.Second)
+	for i := range 5 {
+		name := "vol" + string(rune('0'+i))
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for j, n := range []*clusterNode{c.a, c.b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[j] = n.d.Create(&volume.CreateRequest{Name: name})
+			}()
+		}
+		wg.Wait()
+		if errs[0] != nil || errs[1] != nil {
+			t.Fatalf("create %s on both nodes: %v, %v", name, errs[0], errs[1])
+		}
+	}
+	ents, err := os.ReadDir(filepath.Join(c.shared, "volumes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := c.a.d.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != len(l.Volumes) {
+		t.Fatalf("%d folders for %d volumes: concurrent creates left orphans", len(ents), len(l.Volumes))
 	}
 }

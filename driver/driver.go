@@ -267,30 +267,43 @@ func (d *Driver) Create(r *volume.CreateRequest) error {
 	defer unlock()
 
 	old, err := d.cfg.Store.Get(r.Name)
-	switch {
-	case err == nil && old.Removing:
-		return classed(ErrConflict, "create %s: the volume is being removed (its key is already destroyed); finish with: docker volume rm %s", r.Name, r.Name)
-	case err == nil && old.Options == opts:
-		return nil
-	case err == nil && !sized && sameButSize(old.Options, opts):
-		// The default size may have changed since: the volume keeps
-		// the limit it was made with.
-		return nil
-	case err == nil:
-		return classed(ErrConflict, "create %s: volume already exists with different options (%s, requested %s); remove it first or repeat the original options", r.Name, formatOptions(old.Options), formatOptions(opts))
-	case !errors.Is(err, store.ErrNotFound):
-		return fmt.Errorf("create %s: %w", r.Name, err)
+	if !errors.Is(err, store.ErrNotFound) {
+		return existing(r.Name, old, err, opts, sized)
 	}
 
 	if d.wrongKey.Load() {
 		return classed(ErrUnavailable, "create %s: the daemon's master key opens none of the existing volumes (wrong passphrase, key file or key command?); new volumes are refused so none is made under it: fix the key source and restart securevol", r.Name)
 	}
 	start := time.Now()
-	if err := v.create(opts); err != nil {
+	if err := v.create(opts); errors.Is(err, errCreatedElsewhere) {
+		// Another node created it meanwhile: as if it had been first.
+		old, err := d.cfg.Store.Get(r.Name)
+		return existing(r.Name, old, err, opts, sized)
+	} else if err != nil {
 		return fmt.Errorf("create %s: %w", r.Name, err)
 	}
 	d.log.WithFields(logrus.Fields{"volume": r.Name, "id": v.rec.ID, "options": formatOptions(opts), "took": time.Since(start).Round(time.Millisecond)}).Info("created volume")
 	return nil
+}
+
+// existing answers a Create of name with options opts (sized: the size
+// was asked for) when the store's Get found old (err nil) or failed.
+func existing(name string, old *store.Volume, err error, opts store.Options, sized bool) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return classed(ErrConflict, "create %s: the volume was removed while it was being created; try again", name)
+	case err != nil:
+		return fmt.Errorf("create %s: %w", name, err)
+	case old.Removing:
+		return classed(ErrConflict, "create %s: the volume is being removed (its key is already destroyed); finish with: docker volume rm %s", name, name)
+	case old.Options == opts:
+		return nil
+	case !sized && sameButSize(old.Options, opts):
+		// The default size may have changed since: the volume keeps
+		// the limit it was made with.
+		return nil
+	}
+	return classed(ErrConflict, "create %s: volume already exists with different options (%s, requested %s); remove it first or repeat the original options", name, formatOptions(old.Options), formatOptions(opts))
 }
 
 // applyOwner gives the new backing folder dir (the volume's root

@@ -54,5 +54,9 @@ var errClosing = classed(ErrUnavailable, "the securevol plugin is shutting down;
 // errKeyMismatch: no master key source opens a volume's header.
 var errKeyMismatch = classed(ErrUnavailable, "the daemon's master key does not open this volume (was it created under another key, or were its header's ID or name changed?)")
 
+// errCreatedElsewhere: another node created the volume while this one
+// was creating it (cluster mode).
+var errCreatedElsewhere = errors.New("the volume was created meanwhile on another node")
+
 // errWrongFolder: a folder's authenticated name is another volume's.
 var errWrongFolder = errors.New("the backing folder does not match the volume")

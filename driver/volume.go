@@ -104,7 +104,17 @@ func (v *vol) create(opts store.Options) error {
 	}
 	if err == nil {
 		v.rec = &store.Volume{ID: id, Name: v.name, DirID: hdr.ID, Options: opts, CreatedAt: hdr.Created}
-		err = v.save()
+		err = d.cfg.Store.Update(func(tx *store.Tx) error {
+			// The name's lock keeps out this node's requests, not
+			// another node's Create.
+			if _, err := tx.Get(v.name); !errors.Is(err, store.ErrNotFound) {
+				if err == nil {
+					err = errCreatedElsewhere
+				}
+				return err
+			}
+			return tx.Put(v.rec)
+		})
 	}
 	if err != nil {
 		v.rec = nil

@@ -125,6 +125,7 @@ func TestClusterMountAfterRemovalElsewhere(t *testing.T) {
 		t.Fatal("the removed volume is mounted")
 	}
 }
+
 // Two nodes creating one volume at once (a stack's tasks starting on two
 // nodes) end with one volume and one folder: the second create finds the
 // first's record instead of overwriting it and orphaning its folder.

@@ -163,7 +163,7 @@ func TestLostLeaseFences(t *testing.T) {
 // claims go at once, not after the TTL.
 func TestRestartRevokesPreviousLease(t *testing.T) {
 	e := testenv.StartEtcd(t)
-	old, err := Join(Config{Endpoints: e.Endpoints(), NodeName: "node-a", LeaseTTL: 10 * time.Second})
+	old, err := Join(Config{Endpoints: e.Endpoints(), NodeName: "node-a", Instance: "state-a", LeaseTTL: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +171,11 @@ func TestRestartRevokesPreviousLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	close(old.stop) // dies without revoking
-	join(t, e, "node-a", 10*time.Second)
+	restarted, err := Join(Config{Endpoints: e.Endpoints(), NodeName: "node-a", Instance: "state-a", LeaseTTL: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer restarted.Close()
 	if _, err := join(t, e, "node-b", 10*time.Second).Claim("vol", 0); err != nil {
 		t.Fatalf("the claim of the previous run survived the restart: %v", err)
 	}

@@ -43,9 +43,16 @@ type Config struct {
 	// User and PasswordFile log in to etcd (both or neither); the file
 	// holds the password on its first line.
 	User, PasswordFile string
-	// NodeName names this node in the claims; unique per node. A node
-	// that starts under a name revokes the lease that name held before.
+	// NodeName names this node in the claims; unique per node.
 	NodeName string
+	// Instance identifies this node's local state (a random ID kept in
+	// its state folder, which one process at a time uses). A node that
+	// starts under a name revokes the lease a previous process of the
+	// same name and instance recorded: that process is gone, and its
+	// mounts with it. A lease recorded under another instance may be a
+	// live node's of the same name: Join waits for it to end, and fails
+	// with ErrNameInUse if it does not. "" matches no instance.
+	Instance string
 	// LeaseTTL is how long a node that stops answering keeps its claims;
 	// 0 is DefaultLeaseTTL.
 	LeaseTTL time.Duration

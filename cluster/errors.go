@@ -10,6 +10,8 @@ var (
 	ErrHeld = errors.New("the volume is held by another node")
 	// ErrUnavailable: etcd did not answer in time.
 	ErrUnavailable = errors.New("etcd does not answer")
+	// ErrNameInUse: a live node of another instance holds the node name.
+	ErrNameInUse = errors.New("another live node uses this node name")
 	// ErrClosed: the node has left the cluster.
 	ErrClosed = errors.New("the node has left the cluster")
 )

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -89,7 +90,18 @@ func (n *Node) MountWait() time.Duration { return n.cfg.MountWait }
 // Records is the store backend of the cluster's volume records.
 func (n *Node) Records() store.Backend { return records{n.cli} }
 
-// revokePrevious revokes the lease recorded under the node's name.
+// nodeRecord is what the node key holds: the node's current lease, and
+// the instance that took it.
+type nodeRecord struct {
+	Lease    string `json:"lease"` // hexadecimal
+	Instance string `json:"instance"`
+}
+
+// revokePrevious ends the lease recorded under the node's name: revoked
+// if a previous process of this instance took it (it is gone, its mounts
+// with it), or else waited for until it expires, since revoking a live
+// node's lease would let other nodes write its volumes before it learns
+// it may no longer.
 func (n *Node) revokePrevious() error {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
@@ -100,9 +112,16 @@ func (n *Node) revokePrevious() error {
 	if len(resp.Kvs) == 0 {
 		return nil
 	}
-	id, err := strconv.ParseInt(string(resp.Kvs[0].Value), 16, 64)
+	var rec nodeRecord
+	if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
+		rec = nodeRecord{Lease: string(resp.Kvs[0].Value)} // before instances were recorded
+	}
+	id, err := strconv.ParseInt(rec.Lease, 16, 64)
 	if err != nil {
 		return fmt.Errorf("node %s: unreadable lease record %q", n.cfg.NodeName, resp.Kvs[0].Value)
+	}
+	if rec.Instance == "" || rec.Instance != n.cfg.Instance {
+		return n.awaitEnd(clientv3.LeaseID(id), rec.Instance)
 	}
 	_, err = n.cli.Revoke(ctx, clientv3.LeaseID(id))
 	if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
@@ -112,6 +131,32 @@ func (n *Node) revokePrevious() error {
 		n.log.WithField("lease", fmt.Sprintf("%x", id)).Warn("revoked the lease this node held before it restarted: its mounts ended with it")
 	}
 	return nil
+}
+
+// awaitEnd waits for the lease id, which another instance took under the
+// node's name, to expire: for as long as it was granted for, plus a
+// second. Still alive then, it is renewed by a live node of that name.
+func (n *Node) awaitEnd(id clientv3.LeaseID, instance string) error {
+	var deadline time.Time
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		ttl, err := n.cli.TimeToLive(ctx, id)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("node %s's previous lease: %w", n.cfg.NodeName, unavailable(err))
+		}
+		if ttl.TTL <= 0 {
+			return nil
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(time.Duration(ttl.GrantedTTL)*time.Second + time.Second)
+			n.log.WithFields(logrus.Fields{"lease": fmt.Sprintf("%x", int64(id)), "instance": instance}).Warn("another instance holds a lease under this node name; waiting for it to expire")
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: node %s (instance %q) keeps its lease alive; give each node its own node name", ErrNameInUse, n.cfg.NodeName, instance)
+		}
+		time.Sleep(min(time.Duration(ttl.TTL)*time.Second, 500*time.Millisecond))
+	}
 }
 
 // epoch returns the current epoch, taking a new lease if there is none.
@@ -135,7 +180,11 @@ func (n *Node) epoch() (*epoch, error) {
 		return nil, fmt.Errorf("taking a lease: %w", unavailable(err))
 	}
 	ep := &epoch{lease: g.ID, fence: backing.NewFence(start.Add(time.Duration(g.TTL)*time.Second - n.cfg.margin()))}
-	if _, err := n.cli.Put(ctx, nodeKey(n.cfg.NodeName), fmt.Sprintf("%x", int64(g.ID)), clientv3.WithLease(g.ID)); err != nil {
+	rec, err := json.Marshal(nodeRecord{Lease: fmt.Sprintf("%x", int64(g.ID)), Instance: n.cfg.Instance})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := n.cli.Put(ctx, nodeKey(n.cfg.NodeName), string(rec), clientv3.WithLease(g.ID)); err != nil {
 		n.cli.Revoke(ctx, g.ID)
 		return nil, fmt.Errorf("recording the lease: %w", unavailable(err))
 	}

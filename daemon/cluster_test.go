@@ -75,3 +75,32 @@ func TestClusterDaemon(t *testing.T) {
 		t.Fatalf("a bbolt file in cluster mode: %v", err)
 	}
 }
+
+// A second daemon on a node's state dir is refused while the first runs
+// (stopped or not): it would revoke the first's lease as a restart does,
+// and other nodes could write the first's volumes before it learns so.
+// After the first has gone, the node restarts under its instance and
+// joins at once.
+func TestClusterSecondDaemonOnStateDirRefused(t *testing.T) {
+	testenv.RequireFUSE(t)
+	etcd := testenv.StartEtcd(t)
+	cfg := testConfig(t)
+	cfg.Cluster = cluster.Config{Endpoints: etcd.Endpoints(), NodeName: "n1", LeaseTTL: 10 * time.Second}
+	cfg.ClusterRoot = t.TempDir()
+	cfg.Keys.KeyFile = filepath.Join(t.TempDir(), "master.key")
+	if err := keyfile.GenerateKeyFile(cfg.Keys.KeyFile); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, cfg)
+	second := cfg
+	second.Socket = filepath.Join(t.TempDir(), "second.sock")
+	if err := Run(context.Background(), second); !errors.Is(err, ErrRunning) {
+		t.Fatalf("a second daemon on the state dir: %v, want ErrRunning", err)
+	}
+	d.stop()
+	start := time.Now()
+	startDaemon(t, cfg)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("the restart took %v: it waited for its own previous lease", took)
+	}
+}

@@ -238,10 +238,14 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 
-	node, st, err := openStore(cfg)
+	node, st, unlockNode, err := openStore(cfg)
 	if err != nil {
 		return err
 	}
+	// Deferred before the node's Close, so it runs after: the next
+	// daemon on this state dir revokes the lease only once this one
+	// writes nothing more under it.
+	defer unlockNode()
 	if node != nil {
 		// Deferred first, so it runs last: the driver unmounts (and lets
 		// go of its claims) before the lease goes.
@@ -311,23 +315,34 @@ func parseDefaultSize(s string) (int64, error) {
 // openStore opens the state dir's database, moved aside first for a
 // rebuild; in cluster mode, it joins the cluster and opens the records in
 // etcd, those of the volumes cleared first for a rebuild.
-func openStore(cfg Config) (*cluster.Node, *store.Store, error) {
+// unlock, in cluster mode, lets the next daemon have the state dir.
+func openStore(cfg Config) (node *cluster.Node, st *store.Store, unlock func(), err error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return nil, nil, fmt.Errorf("state dir: %w", err)
+		return nil, nil, nil, fmt.Errorf("state dir: %w", err)
 	}
 	if cfg.clustered() {
-		return openClusterStore(cfg)
+		instance, unlock, err := lockNode(cfg.StateDir)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		cfg.Cluster.Instance = instance
+		node, st, err := openClusterStore(cfg)
+		if err != nil {
+			unlock()
+			return nil, nil, nil, err
+		}
+		return node, st, unlock, nil
 	}
 	if cfg.Rebuild {
 		if err := moveDBAside(cfg.StateDir, cfg.Log); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
-	st, err := store.Open(dbPath(cfg.StateDir), 2*time.Second)
+	st, err = store.Open(dbPath(cfg.StateDir), 2*time.Second)
 	if errors.Is(err, store.ErrLocked) {
-		return nil, nil, fmt.Errorf("state dir %s: %w (%w)", cfg.StateDir, ErrRunning, err)
+		return nil, nil, nil, fmt.Errorf("state dir %s: %w (%w)", cfg.StateDir, ErrRunning, err)
 	}
-	return nil, st, err
+	return nil, st, func() {}, err
 }
 
 func openClusterStore(cfg Config) (*cluster.Node, *store.Store, error) {

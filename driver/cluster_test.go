@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -164,7 +165,11 @@ func revokeNode(t *testing.T, etcd *testenv.Etcd, node string) {
 	if err != nil || len(resp.Kvs) != 1 {
 		t.Fatalf("node %s's lease record: %v, %v", node, resp, err)
 	}
-	id, err := strconv.ParseInt(string(resp.Kvs[0].Value), 16, 64)
+	var rec struct{ Lease string }
+	if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
+		t.Fatal(err)
+	}
+	id, err := strconv.ParseInt(rec.Lease, 16, 64)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,8 @@ var (
 	ErrUnavailable = errors.New("etcd does not answer")
 	// ErrNameInUse: a live node of another instance holds the node name.
 	ErrNameInUse = errors.New("another live node uses this node name")
+	// ErrOthersLive: other nodes are live; the error names them.
+	ErrOthersLive = errors.New("other nodes of the cluster are running")
 	// ErrClosed: the node has left the cluster.
 	ErrClosed = errors.New("the node has left the cluster")
 )

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,4 +60,21 @@ func TestSameNameAfterAnotherInstanceDied(t *testing.T) {
 		t.Fatalf("joining after the namesake's lease expired: %v", err)
 	}
 	n.Close()
+}
+
+// A rebuild clears the records of every node: while another node is
+// live it would see its volumes vanish (the engine forgets them) until
+// the rebuilding node adds them back, and its removals come back as
+// live volumes. It is refused, naming the live nodes.
+func TestClearRecordsRefusedWhileOthersLive(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	a := join(t, e, "node-a", 2*time.Second)
+	b := join(t, e, "node-b", 2*time.Second)
+	if err := a.ClearRecords(); !errors.Is(err, ErrOthersLive) || !strings.Contains(err.Error(), "node-b") {
+		t.Fatalf("rebuild while node-b is live: %v, want ErrOthersLive naming node-b", err)
+	}
+	b.Close()
+	if err := a.ClearRecords(); err != nil {
+		t.Fatalf("rebuild alone: %v", err)
+	}
 }

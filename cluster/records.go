@@ -190,11 +190,26 @@ func (t *txn) Count(bucket []byte) (int, error) {
 
 // ClearRecords deletes the volume records (live and removed), so that
 // start-up rebuilds them from the folders' headers: the cluster's
-// --rebuild. Mount claims, nodes and daemon-wide facts stay.
+// --rebuild. Mount claims, nodes and daemon-wide facts stay. It is
+// refused (ErrOthersLive) while another node is live: that node's
+// volumes would vanish under it until the rebuild adds them back.
 func (n *Node) ClearRecords() error {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	_, err := n.cli.Txn(ctx).Then(
+	nodes, err := n.cli.Get(ctx, nodeKey(""), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return unavailable(err)
+	}
+	var others []string
+	for _, kv := range nodes.Kvs {
+		if name := strings.TrimPrefix(string(kv.Key), nodeKey("")); name != n.cfg.NodeName {
+			others = append(others, name)
+		}
+	}
+	if len(others) > 0 {
+		return fmt.Errorf("%w: %s", ErrOthersLive, strings.Join(others, ", "))
+	}
+	_, err = n.cli.Txn(ctx).Then(
 		clientv3.OpDelete(bucketPrefix([]byte("volumes")), clientv3.WithPrefix()),
 		clientv3.OpDelete(bucketPrefix([]byte("removed")), clientv3.WithPrefix()),
 		clientv3.OpPut(guardKey, ""),

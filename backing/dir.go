@@ -261,7 +261,7 @@ func (d *Dir) WriteNew(name string, data []byte, mode uint32) error {
 	if err != nil {
 		return err
 	}
-	_, err = PwriteFull(fd, data, 0)
+	_, err = d.fence.PwriteFull(fd, data, 0)
 	if cerr := unix.Close(fd); err == nil {
 		err = cerr
 	}
@@ -293,15 +293,20 @@ func (d *Dir) WriteAtomic(name string, data []byte, mode uint32) error {
 	if err != nil {
 		return err
 	}
-	_, err = PwriteFull(fd, data, 0)
+	// Each step meets the fence: the fsync may take long on shared
+	// storage, and the rename after it is the change that counts.
+	_, err = d.fence.PwriteFull(fd, data, 0)
 	if err == nil {
-		err = unix.Fchmod(fd, mode) // past the umask
+		err = d.fence.Fchmod(fd, mode) // past the umask
 	}
 	if err == nil {
-		err = unix.Fsync(fd)
+		err = d.fence.Fsync(fd, false)
 	}
 	if cerr := unix.Close(fd); err == nil {
 		err = cerr
+	}
+	if err == nil {
+		err = d.fence.Check()
 	}
 	if err == nil {
 		err = unix.Renameat(d.fd, tmp, d.fd, name)

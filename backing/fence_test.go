@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/securevol/securevol/crypto"
 )
 
 // Behind a tripped fence every change through a Dir, through the
@@ -94,5 +96,27 @@ func TestChildFence(t *testing.T) {
 	time.Sleep(80 * time.Millisecond)
 	if !c.Tripped() {
 		t.Fatal("a child outlives its parent's deadline")
+	}
+}
+
+// Destroying a volume's key is a write like any other: behind a tripped
+// fence it fails and the header stays (another node may be using it).
+func TestFencedDestroyKeyKeepsTheHeader(t *testing.T) {
+	root := t.TempDir()
+	hdr := filepath.Join(root, crypto.HeaderName)
+	if err := os.WriteFile(hdr, []byte("a header"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	f := NewFence(time.Now().Add(time.Hour))
+	f.Trip()
+	err := WithRoot(root, func(d *Dir) error {
+		d.SetFence(f)
+		return DestroyKey(d)
+	})
+	if !errors.Is(err, ErrFenced) {
+		t.Fatalf("DestroyKey behind a tripped fence: %v, want ErrFenced", err)
+	}
+	if b, err := os.ReadFile(hdr); err != nil || string(b) != "a header" {
+		t.Fatalf("the header behind the fence: %q, %v", b, err)
 	}
 }

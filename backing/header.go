@@ -146,7 +146,7 @@ func DestroyKey(root *Dir) error {
 	case err != nil:
 		return fmt.Errorf("destroy key: %w", err)
 	}
-	err = zeroAndSync(fd)
+	err = zeroAndSync(root.fence, fd)
 	if errors.Is(err, errShared) {
 		err = nil // not ours alone: just drop our name for it
 	}
@@ -173,7 +173,7 @@ func DestroyKey(root *Dir) error {
 // headers as new files, with one link): another name for the same file,
 // planted in the folder, may be the master key outside it. It is left as
 // it is (errShared) and only our name is removed.
-func zeroAndSync(fd int) error {
+func zeroAndSync(fence *Fence, fd int) error {
 	var st unix.Statx_t
 	if err := Fstat(fd, &st); err != nil {
 		return err
@@ -182,10 +182,10 @@ func zeroAndSync(fd int) error {
 		return errShared
 	}
 	n := min(st.Size, uint64(crypto.MaxHeaderSize))
-	if _, err := PwriteFull(fd, make([]byte, n), 0); err != nil {
+	if _, err := fence.PwriteFull(fd, make([]byte, n), 0); err != nil {
 		return err
 	}
-	return unix.Fsync(fd)
+	return fence.Fsync(fd, false)
 }
 
 // unlinkNonHeader removes what stands at the header's name and is no

@@ -322,7 +322,10 @@ func applyOwner(dir string, o store.Options) error {
 // is unreadable from that moment even if deleting the files is cut short.
 // A folder that is another volume's (see notAnothers) is refused, its key
 // kept.
-func (d *Driver) discard(dir, name, dirID string) error {
+//
+// fence, if not nil, is the claim a cluster removal holds: once it trips
+// another node may mount the volume, so its key must stay.
+func (d *Driver) discard(dir, name, dirID string, fence *backing.Fence) error {
 	// A key rotation re-writes headers; it must not write one back into a
 	// folder whose key is being destroyed. Only the (quick) shredding holds
 	// keyMu: deleting a huge folder under it would stall a waiting rotation
@@ -333,7 +336,7 @@ func (d *Driver) discard(dir, name, dirID string) error {
 	}
 	err = d.notAnothers(dir, name, dirID)
 	if err == nil {
-		err = destroyKey(dir)
+		err = destroyKey(dir, fence)
 	}
 	unlock()
 	if err != nil {
@@ -378,8 +381,11 @@ func (d *Driver) notAnothers(dir, name, dirID string) error {
 // destroyKey shreds the header of the folder dir. A folder that is gone,
 // or is no directory (a planted symlink), holds no key of ours: only the
 // name is deleted after this.
-func destroyKey(dir string) error {
-	err := backing.WithRoot(dir, backing.DestroyKey)
+func destroyKey(dir string, fence *backing.Fence) error {
+	err := backing.WithRoot(dir, func(root *backing.Dir) error {
+		root.SetFence(fence)
+		return backing.DestroyKey(root)
+	})
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, backing.ErrNotDir) {
 		return nil
 	}
@@ -413,6 +419,7 @@ func (d *Driver) Remove(r *volume.RemoveRequest) error {
 	if n := references(v.rec); n > 0 || d.live(r.Name) != nil {
 		return classed(ErrConflict, "remove %s: volume is in use (%d mounts); stop the containers using it first", r.Name, n)
 	}
+	var fence *backing.Fence
 	if d.clustered() {
 		// Held through the removal, so no node mounts the volume
 		// meanwhile; a node that holds it now refuses it.
@@ -421,6 +428,7 @@ func (d *Driver) Remove(r *volume.RemoveRequest) error {
 			return fmt.Errorf("remove %s: %w", r.Name, err)
 		}
 		defer c.Release()
+		fence = c.Fence()
 	}
 	id := v.rec.ID
 	if d.cfg.RemoveGrace > 0 && !v.rec.Removing {
@@ -431,7 +439,7 @@ func (d *Driver) Remove(r *volume.RemoveRequest) error {
 		d.log.WithFields(logrus.Fields{"volume": r.Name, "id": id, "purge_at": purgeAt.Format(time.RFC3339)}).Info("removed volume from sight; its key is kept until the purge time, and undelete brings it back until then")
 		return nil
 	}
-	if err := v.remove(); err != nil {
+	if err := v.remove(fence); err != nil {
 		return fmt.Errorf("remove %s: %w", r.Name, err)
 	}
 	d.log.WithFields(logrus.Fields{"volume": r.Name, "id": id}).Info("removed volume (key destroyed, folder deleted)")

@@ -98,6 +98,11 @@ func (d *Driver) Undelete(name, id string) error {
 	}
 	back := v.rec
 	err = d.cfg.Store.Update(func(tx *store.Tx) error {
+		// Again in the transaction: in a cluster, another node's purge may
+		// have begun meanwhile, or its Create taken the name.
+		if _, err := findRemoved(tx, name, back.ID); err != nil {
+			return err
+		}
 		if err := tx.DeleteRemoved(back.ID); err != nil {
 			return err
 		}
@@ -220,7 +225,7 @@ func (d *Driver) purge(id string) error {
 	if err != nil || r == nil {
 		return err
 	}
-	if err := d.discard(d.backing(id), r.Name, r.DirID); err != nil {
+	if err := d.discard(d.backing(id), r.Name, r.DirID, nil); err != nil {
 		return err
 	}
 	if err := d.cfg.Store.Update(func(tx *store.Tx) error { return tx.DeleteRemoved(id) }); err != nil {

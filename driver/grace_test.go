@@ -198,7 +198,7 @@ func TestGraceAcrossRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := destroyKey(e.d.backing(ids["halfway"])); err != nil {
+	if err := destroyKey(e.d.backing(ids["halfway"]), nil); err != nil {
 		t.Fatal(err)
 	}
 	e.close()

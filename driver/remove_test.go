@@ -59,7 +59,7 @@ func TestInterruptedRemoveFinishedAtStart(t *testing.T) {
 	if err := e.st.Update(func(tx *store.Tx) error { return tx.Put(v) }); err != nil {
 		t.Fatal(err)
 	}
-	if err := destroyKey(e.d.backing(v.ID)); err != nil {
+	if err := destroyKey(e.d.backing(v.ID), nil); err != nil {
 		t.Fatal(err)
 	}
 	g, err := e.d.Get(&volume.GetRequest{Name: "half"})
@@ -97,7 +97,7 @@ func TestInterruptedRemoveWithDataIsNoProblem(t *testing.T) {
 	if err := e.st.Update(func(tx *store.Tx) error { return tx.Put(v) }); err != nil {
 		t.Fatal(err)
 	}
-	if err := destroyKey(dir); err != nil {
+	if err := destroyKey(dir, nil); err != nil {
 		t.Fatal(err)
 	}
 	e.close()

@@ -319,7 +319,7 @@ func (d *Driver) finishRemoval(rec *store.Volume, deadline time.Time) (done bool
 	res := make(chan error, 1)
 	go func() {
 		defer v.unlock()
-		res <- v.remove()
+		res <- v.remove(nil)
 	}()
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()

@@ -118,7 +118,7 @@ func (v *vol) create(opts store.Options) error {
 	}
 	if err != nil {
 		v.rec = nil
-		if err2 := d.discard(dir, v.name, ""); err2 != nil {
+		if err2 := d.discard(dir, v.name, "", nil); err2 != nil {
 			d.log.WithError(err2).WithField("volume", v.name).Error("cleaning up after a failed create")
 		}
 		return err
@@ -127,8 +127,8 @@ func (v *vol) create(opts store.Options) error {
 }
 
 // remove marks the record, destroys the key, deletes the folder, then the
-// record.
-func (v *vol) remove() error {
+// record. fence is the cluster claim's (see discard), or nil.
+func (v *vol) remove(fence *backing.Fence) error {
 	d := v.d
 	if !v.rec.Removing {
 		if err := d.mayDiscard(v.dir(), v.name, v.rec.DirID); err != nil {
@@ -139,7 +139,7 @@ func (v *vol) remove() error {
 			return err
 		}
 	}
-	if err := d.discard(v.dir(), v.name, v.rec.DirID); err != nil {
+	if err := d.discard(v.dir(), v.name, v.rec.DirID, fence); err != nil {
 		return err
 	}
 	if err := d.cfg.Store.Update(func(tx *store.Tx) error { return tx.Delete(v.name) }); err != nil {

@@ -86,6 +86,9 @@ type Options struct {
 	// once it trips (see fence.go): the node may no longer own a shared
 	// folder. nil costs nothing.
 	Fence *backing.Fence
+	// ReadOnly mounts the folder read-only: nothing ever changes it
+	// (see readonly.go).
+	ReadOnly bool
 	// Observer hears of the mount's start and end, its requests and its
 	// authentication failures, for metrics; nil costs nothing.
 	Observer Observer
@@ -144,7 +147,13 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 	if err != nil {
 		return nil, fmt.Errorf("mount: %w", err)
 	}
-	rootDir.SetFence(opts.Fence)
+	// The fence of every change: a read-only mount refuses them all.
+	// opts.Fence still guards its reads (fencedGate).
+	wfence := opts.Fence
+	if opts.ReadOnly {
+		wfence = backing.ReadOnlyFence()
+	}
+	rootDir.SetFence(wfence)
 	rootIV, err := backing.ReadDirIV(rootDir)
 	if err != nil {
 		rootDir.Close()
@@ -178,7 +187,7 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 		dirs: dirCache{max: cmp.Or(opts.MaxOpenDirs, DefaultMaxOpenDirs)},
 	}
 	f.quota = opts.Quota
-	f.fence = opts.Fence
+	f.fence = wfence
 	f.attrTimeout = opts.AttrTimeout
 	if f.attrTimeout == 0 {
 		f.attrTimeout = DefaultCacheTimeout
@@ -223,6 +232,9 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 		// GETXATTR round trip per write.
 		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
 	}
+	if opts.ReadOnly {
+		mopts.Options = append(mopts.Options, "ro")
+	}
 	if mopts.FsName == "" {
 		mopts.FsName = dir
 	}
@@ -248,6 +260,9 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 	var raw fuse.RawFileSystem = kp
 	if opts.Freezer != nil {
 		raw = &frozenGate{RawFileSystem: raw, f: opts.Freezer}
+	}
+	if opts.ReadOnly {
+		raw = &readOnlyGate{RawFileSystem: raw}
 	}
 	if opts.Fence != nil {
 		// Outside the freeze gate: a fenced request must not wait for

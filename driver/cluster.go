@@ -3,6 +3,7 @@ package driver
 import (
 	"errors"
 	"maps"
+	"strings"
 	"time"
 
 	"github.com/securevol/securevol/cluster"
@@ -29,7 +30,7 @@ func (v *vol) claim(wait time.Duration) (*cluster.Claim, error) {
 	var held *cluster.HeldError
 	switch {
 	case errors.As(err, &held):
-		return nil, classed(ErrConflict, "%w; stop the container or service task that uses it there, or, if node %s is down, try again once its lease has expired", err, held.Holder.Node)
+		return nil, classed(ErrConflict, "%w; stop the containers or service tasks that use it there, or, if %s is down, try again once its lease has expired", err, strings.Join(held.Nodes(), ", "))
 	case err != nil:
 		return nil, classed(ErrUnavailable, "cluster: %w", err)
 	}

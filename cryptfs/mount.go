@@ -282,7 +282,7 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 		rootDir.Close()
 		return nil, fmt.Errorf("mount %s on %s: %w", dir, mountpoint, err)
 	}
-	if err := setReadahead(mountpoint, maxWrite>>10); err != nil {
+	if err := setReadahead(mountpoint, readaheadRequests*maxWrite>>10); err != nil {
 		log.WithError(err).Debug("cannot raise readahead; sequential reads will be slower")
 	}
 	if f.obs != nil {
@@ -299,6 +299,13 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 	}()
 	return srv, nil
 }
+
+// readaheadRequests is how many maxWrite-sized READs the kernel's
+// readahead window spans: with several in flight, reading the backing
+// file, decrypting and replying overlap on both cores. A one-request
+// window left a cold 1 GiB read at 0.83 GB/s (median of 3, 256 KiB
+// requests), four requests at 1.1 GB/s, in the same minute.
+const readaheadRequests = 4
 
 // setReadahead raises the kernel's readahead for the mount from its 128
 // KiB default, so sequential reads arrive as maxWrite-sized requests that

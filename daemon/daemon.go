@@ -84,7 +84,7 @@ type Config struct {
 	// at /metrics; "" is StateDir/metrics.sock.
 	MetricsSocket string
 	// MetricsAddr, if set, serves them on this TCP address too (a legacy
-	// plugin; a managed one has no network).
+	// plugin; the managed one does not offer it as a setting).
 	MetricsAddr string
 	// MetricsTextfile, if set, is a node_exporter textfile (*.prom) that
 	// the metrics are written to every MetricsInterval (0: 15 s).

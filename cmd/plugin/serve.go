@@ -70,7 +70,7 @@ warnings and errors to standard error.`,
 	fs.DurationVar(&f.removeGrace, "remove-grace", 0, "keep a removed volume's key this long (e.g. 72h), out of sight, so that 'securevol volume undelete' can bring it back; 0 destroys it at once")
 	fs.StringVar(&f.defaultSize, "default-size", "", "size limit of volumes created without -o size, e.g. 10G (binary units); empty: none")
 	fs.StringVar(&f.metricsSocket, "metrics-socket", "", "Unix socket (0600) serving Prometheus metrics at /metrics (default: the state dir's metrics.sock)")
-	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "also serve the metrics on this TCP address, e.g. 127.0.0.1:9742 (a legacy plugin; a managed one has no network)")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "also serve the metrics on this TCP address, e.g. 127.0.0.1:9742 (a legacy plugin; the managed one does not offer it as a setting)")
 	fs.StringVar(&f.metricsTextfile, "metrics-textfile", "", "write the metrics to this node_exporter textfile (*.prom) every --metrics-textfile-interval")
 	fs.DurationVar(&f.metricsInterval, "metrics-textfile-interval", 15*time.Second, "how often the metrics textfile is written")
 	fs.BoolVar(&f.writableSys, "writable-sys", false, "remount /sys read-write in the daemon's own mount namespace, so volumes' readahead can be raised (a managed plugin's /sys is read-only; never use it on a host)")

@@ -307,7 +307,7 @@ func testInspect(t *testing.T, p *plugin) {
 // that says what is valid, and leave no volume behind.
 func testBadOptions(t *testing.T, p *plugin) {
 	for _, tc := range []struct{ opt, want string }{
-		{"colour=blue", "valid options: gid, mode, size, uid"},
+		{"colour=blue", "valid options: gid, mode, readonly-of, size, uid"},
 		{"password=hunter2", "takes no secrets"},
 		{"uid=-1", "invalid uid"},
 		{"size=10", "at least 1.0 MiB"},

@@ -1,6 +1,10 @@
 package backing
 
-import "golang.org/x/sys/unix"
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
 
 // Sentinel errors. Each is also an I/O error (errors.Is(err, unix.EIO)),
 // so a FUSE operation that meets one answers EIO without a mapping table:
@@ -28,6 +32,11 @@ var (
 	// it (see Fence).
 	ErrFenced = newError("fenced: this node no longer holds the volume (its cluster lease is lost)")
 )
+
+// ErrReadOnly: a change through a read-only mount (see ReadOnlyFence).
+// Unlike the others it is an EROFS (Errno answers that), which is what
+// the writer should see.
+var ErrReadOnly = fmt.Errorf("backing folder: read-only mount: %w", unix.EROFS)
 
 // errShared: a header file has other names than ours (see zeroAndSync).
 var errShared = newError("header file has other links")

@@ -23,14 +23,23 @@ import (
 // What Check cannot close is the window between a Check that passes and
 // the system call after it: a process paused exactly there writes once
 // when it resumes (docs/FORMAT.md, "Cluster mode").
+//
+// A read-only mount carries ReadOnlyFence instead, which refuses every
+// change from the start.
 type Fence struct {
 	base     time.Time    // with a monotonic reading; deadline counts from it
 	deadline atomic.Int64 // nanoseconds after base
 	tripped  atomic.Bool
+	readOnly bool // refuse every change with ErrReadOnly
 	// parent, if set, is the fence this one follows (see Child): it
 	// trips with it and has no deadline of its own.
 	parent *Fence
 }
+
+// ReadOnlyFence returns a fence that refuses every change with
+// ErrReadOnly (an EROFS): the fence of a read-only mount, whose folder
+// may be another node's or another mount's to write.
+func ReadOnlyFence() *Fence { return &Fence{readOnly: true} }
 
 // NewFence returns a fence that trips at deadline unless Extend moves it.
 func NewFence(deadline time.Time) *Fence {
@@ -65,11 +74,14 @@ func (f *Fence) Trip() { f.tripped.Store(true) }
 func (f *Fence) Tripped() bool { return f.Check() != nil }
 
 // Check answers ErrFenced (an EIO) once the fence has tripped or its
-// deadline has passed. A nil fence never trips: a single host's folders
-// are its own.
+// deadline has passed, and ErrReadOnly always for a ReadOnlyFence. A nil
+// fence never trips: a single host's folders are its own.
 func (f *Fence) Check() error {
 	if f == nil {
 		return nil
+	}
+	if f.readOnly {
+		return ErrReadOnly
 	}
 	if !f.tripped.Load() {
 		if f.parent != nil {

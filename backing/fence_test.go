@@ -14,8 +14,26 @@ import (
 
 // Behind a tripped fence every change through a Dir, through the
 // directories opened from it and through the fence's descriptor calls
-// fails with ErrFenced (an EIO) and changes nothing; reads go on.
+// fails with ErrFenced (an EIO) and changes nothing; reads go on. A
+// read-only fence refuses the same with ErrReadOnly (an EROFS).
 func TestFencedDirChangesNothing(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		fence func() (f *Fence, trip func())
+		want  error
+		errno unix.Errno
+	}{
+		{"tripped", func() (*Fence, func()) { f := NewFence(time.Now().Add(time.Hour)); return f, f.Trip }, ErrFenced, unix.EIO},
+		{"read-only", func() (*Fence, func()) { return ReadOnlyFence(), func() {} }, ErrReadOnly, unix.EROFS},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, trip := tc.fence()
+			testFenceChangesNothing(t, f, trip, tc.want, tc.errno)
+		})
+	}
+}
+
+func testFenceChangesNothing(t *testing.T, f *Fence, trip func(), want error, errno unix.Errno) {
 	root := t.TempDir()
 	if err := os.Mkdir(filepath.Join(root, "sub"), 0o700); err != nil {
 		t.Fatal(err)
@@ -23,7 +41,6 @@ func TestFencedDirChangesNothing(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "f"), []byte("data"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f := NewFence(time.Now().Add(time.Hour))
 	err := WithRoot(root, func(d *Dir) error {
 		d.SetFence(f)
 		sub, err := d.OpenDir("sub")
@@ -36,7 +53,7 @@ func TestFencedDirChangesNothing(t *testing.T) {
 			return err
 		}
 		defer unix.Close(fd)
-		f.Trip()
+		trip()
 		for name, change := range map[string]func() error{
 			"mkdir":       func() error { return d.Mkdir("x", 0o700) },
 			"sub mkdir":   func() error { return sub.Mkdir("x", 0o700) },
@@ -54,8 +71,8 @@ func TestFencedDirChangesNothing(t *testing.T) {
 			"fsync":       func() error { return f.Fsync(fd, false) },
 			"dir sync":    d.Sync,
 		} {
-			if err := change(); !errors.Is(err, ErrFenced) || !errors.Is(err, unix.EIO) {
-				t.Errorf("%s behind a tripped fence: %v, want ErrFenced", name, err)
+			if err := change(); !errors.Is(err, want) || Errno(err) != errno {
+				t.Errorf("%s behind the fence: %v (errno %v), want %v", name, err, Errno(err), want)
 			}
 		}
 		_, err = d.ReadSmall("f", 100)

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"github.com/securevol/securevol/internal/testenv"
+	"slices"
 
 	"errors"
 	"testing"
@@ -51,7 +52,7 @@ func TestSecondClaimOnANodeOutlivesTheFirst(t *testing.T) {
 		t.Fatal("letting go of the first claim fenced the second")
 	}
 	var held *HeldError
-	if _, err := b.Claim("vol", 0); !errors.As(err, &held) || held.Holder.Node != "node-a" {
+	if _, err := b.Claim("vol", 0); !errors.As(err, &held) || !slices.Equal(held.Nodes(), []string{"node-a"}) {
 		t.Fatalf("node b claims the volume node a still holds: %v", err)
 	}
 	if err := second.Release(); err != nil {

@@ -97,7 +97,7 @@ func TestClaimWaitsForHolder(t *testing.T) {
 	start := time.Now()
 	_, err = b.Claim("vol", 500*time.Millisecond)
 	var held *HeldError
-	if !errors.As(err, &held) || !errors.Is(err, ErrHeld) || held.Holder.Node != "node-a" {
+	if !errors.As(err, &held) || !errors.Is(err, ErrHeld) || held.Holders[0].Node != "node-a" {
 		t.Fatalf("second claim: %v, want ErrHeld naming node-a", err)
 	}
 	if d := time.Since(start); d < 500*time.Millisecond || d > 3*time.Second {
@@ -119,7 +119,7 @@ func TestClaimWaitsForHolder(t *testing.T) {
 	if err := ca.Release(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Claim("vol", 0); !errors.As(err, &held) || held.Holder.Node != "node-b" {
+	if _, err := a.Claim("vol", 0); !errors.As(err, &held) || held.Holders[0].Node != "node-b" {
 		t.Fatalf("claim after a stale release: %v, want node-b to hold the volume", err)
 	}
 	cb.Release()

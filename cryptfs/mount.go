@@ -86,6 +86,9 @@ type Options struct {
 	// once it trips (see fence.go): the node may no longer own a shared
 	// folder. nil costs nothing.
 	Fence *backing.Fence
+	// ReadOnly mounts the folder read-only: nothing ever changes it
+	// (see readonly.go).
+	ReadOnly bool
 	// Observer hears of the mount's start and end, its requests and its
 	// authentication failures, for metrics; nil costs nothing.
 	Observer Observer
@@ -144,7 +147,13 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 	if err != nil {
 		return nil, fmt.Errorf("mount: %w", err)
 	}
-	rootDir.SetFence(opts.Fence)
+	// The fence of every change: a read-only mount refuses them all.
+	// opts.Fence still guards its reads (fencedGate).
+	wfence := opts.Fence
+	if opts.ReadOnly {
+		wfence = backing.ReadOnlyFence()
+	}
+	rootDir.SetFence(wfence)
 	rootIV, err := backing.ReadDirIV(rootDir)
 	if err != nil {
 		rootDir.Close()
@@ -178,7 +187,7 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 		dirs: dirCache{max: cmp.Or(opts.MaxOpenDirs, DefaultMaxOpenDirs)},
 	}
 	f.quota = opts.Quota
-	f.fence = opts.Fence
+	f.fence = wfence
 	f.attrTimeout = opts.AttrTimeout
 	if f.attrTimeout == 0 {
 		f.attrTimeout = DefaultCacheTimeout
@@ -223,6 +232,9 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 		// GETXATTR round trip per write.
 		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
 	}
+	if opts.ReadOnly {
+		mopts.Options = append(mopts.Options, "ro")
+	}
 	if mopts.FsName == "" {
 		mopts.FsName = dir
 	}
@@ -249,6 +261,9 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 	if opts.Freezer != nil {
 		raw = &frozenGate{RawFileSystem: raw, f: opts.Freezer}
 	}
+	if opts.ReadOnly {
+		raw = &readOnlyGate{RawFileSystem: raw}
+	}
 	if opts.Fence != nil {
 		// Outside the freeze gate: a fenced request must not wait for
 		// a thaw.
@@ -267,7 +282,7 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 		rootDir.Close()
 		return nil, fmt.Errorf("mount %s on %s: %w", dir, mountpoint, err)
 	}
-	if err := setReadahead(mountpoint, maxWrite>>10); err != nil {
+	if err := setReadahead(mountpoint, readaheadRequests*maxWrite>>10); err != nil {
 		log.WithError(err).Debug("cannot raise readahead; sequential reads will be slower")
 	}
 	if f.obs != nil {
@@ -284,6 +299,13 @@ func Mount(backingDir, mountpoint string, keys *crypto.VolumeKeys, opts Options)
 	}()
 	return srv, nil
 }
+
+// readaheadRequests is how many maxWrite-sized READs the kernel's
+// readahead window spans: with several in flight, reading the backing
+// file, decrypting and replying overlap on both cores. A one-request
+// window left a cold 1 GiB read at 0.83 GB/s (median of 3, 256 KiB
+// requests), four requests at 1.1 GB/s, in the same minute.
+const readaheadRequests = 4
 
 // setReadahead raises the kernel's readahead for the mount from its 128
 // KiB default, so sequential reads arrive as maxWrite-sized requests that

@@ -27,11 +27,22 @@ func (d *Driver) clustered() bool { return d.cfg.Cluster != nil }
 // claim takes the cluster claim on the volume, waiting up to wait for
 // another node to let go.
 func (v *vol) claim(wait time.Duration) (*cluster.Claim, error) {
-	c, err := v.d.cfg.Cluster.Claim(v.name, wait)
+	return claimed(v.d.cfg.Cluster.Claim(v.name, wait))
+}
+
+// readClaim takes the cluster read claim on the view's source, waiting up
+// to the mount wait for its writer to let go.
+func (v *vol) readClaim() (*cluster.Claim, error) {
+	d := v.d
+	return claimed(d.cfg.Cluster.ReadClaim(v.rec.View.Of, v.name, d.cfg.Cluster.MountWait()))
+}
+
+// claimed classes the error of a claim.
+func claimed(c *cluster.Claim, err error) (*cluster.Claim, error) {
 	var held *cluster.HeldError
 	switch {
 	case errors.As(err, &held):
-		return nil, classed(ErrConflict, "%w; stop the container or service task that uses it there, or, if node %s is down, try again once its lease has expired", err, held.Holder.Node)
+		return nil, classed(ErrConflict, "%w; stop the containers or service tasks that use it there, or, if %s is down, try again once its lease has expired", err, strings.Join(held.Nodes(), ", "))
 	case err != nil:
 		return nil, classed(ErrUnavailable, "cluster: %w", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -100,6 +101,9 @@ type Driver struct {
 	// refs are this node's mount references per volume in cluster mode
 	// (guarded by mu; see cluster.go).
 	refs map[string]map[string]int
+	// holds are the folders mounted on a single host, by volume, for
+	// writing or through views (guarded by mu; see localHold).
+	holds map[string]*holdUse
 
 	// purging holds the IDs of the removed volumes being purged (guarded
 	// by mu); stop ends purgeLoop, closed by Close.
@@ -172,6 +176,7 @@ func New(cfg Config) (*Driver, error) {
 		vols:      map[string]*vol{},
 		purging:   map[string]bool{},
 		refs:      map[string]map[string]int{},
+		holds:     map[string]*holdUse{},
 		stop:      make(chan struct{}),
 		removeAll: os.RemoveAll,
 	}, nil
@@ -252,6 +257,20 @@ func (d *Driver) Create(r *volume.CreateRequest) error {
 	if err := checkName(r.Name); err != nil {
 		return err
 	}
+	if src, ok := r.Options[OptReadOnlyOf]; ok {
+		if len(r.Options) > 1 {
+			return classed(ErrInvalid, "create %s: %s takes no other option (a view shows its source as it is)", r.Name, OptReadOnlyOf)
+		}
+		v, unlock, err := d.lockName(r.Name)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		if err := v.createView(strings.TrimSpace(src)); err != nil {
+			return fmt.Errorf("create %s: %w", r.Name, err)
+		}
+		return nil
+	}
 	opts, err := ParseOptions(r.Options)
 	if err != nil {
 		return classed(ErrInvalid, "create %s: %w", r.Name, err)
@@ -294,6 +313,8 @@ func existing(name string, old *store.Volume, err error, opts store.Options, siz
 		return classed(ErrConflict, "create %s: the volume was removed while it was being created; try again", name)
 	case err != nil:
 		return fmt.Errorf("create %s: %w", name, err)
+	case old.View != nil:
+		return classed(ErrConflict, "create %s: a read-only view of %s exists by that name; remove it first", name, old.View.Of)
 	case old.Removing:
 		return classed(ErrConflict, "create %s: the volume is being removed (its key is already destroyed); finish with: docker volume rm %s", name, name)
 	case old.Options == opts:
@@ -418,6 +439,16 @@ func (d *Driver) Remove(r *volume.RemoveRequest) error {
 	defer unlock()
 	if n := references(v.rec); n > 0 || d.live(r.Name) != nil {
 		return classed(ErrConflict, "remove %s: volume is in use (%d mounts); stop the containers using it first", r.Name, n)
+	}
+	if v.rec.View != nil {
+		if err := v.removeView(); err != nil {
+			return fmt.Errorf("remove %s: %w", r.Name, err)
+		}
+		d.log.WithFields(logrus.Fields{"volume": r.Name, "of": v.rec.View.Of}).Info("removed a read-only view (its source untouched)")
+		return nil
+	}
+	if err := d.cfg.Store.View(func(tx *store.Tx) error { return refuseViewed(tx, r.Name) }); err != nil {
+		return fmt.Errorf("remove %s: %w", r.Name, err)
 	}
 	var fence *backing.Fence
 	if d.clustered() {

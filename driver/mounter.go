@@ -32,6 +32,8 @@ type MountOptions struct {
 	// Fence, in cluster mode, stops the mount's writes once the node's
 	// claim on the volume is lost (nil: never).
 	Fence *backing.Fence
+	// ReadOnly mounts the folder read-only (a view's mount).
+	ReadOnly bool
 }
 
 // Mount is a live mount; *fuse.Server is one.
@@ -92,8 +94,9 @@ func FUSEMounter(metrics Metrics) Mounter {
 			MaxWrite: 256 << 10,
 			// Every mount can be snapshotted (Driver.Snapshot); a
 			// changing request pays two atomic adds for it.
-			Freezer: cryptfs.NewFreezer(),
-			Fence:   mo.Fence,
+			Freezer:  cryptfs.NewFreezer(),
+			Fence:    mo.Fence,
+			ReadOnly: mo.ReadOnly,
 		}
 		if mo.Size > 0 {
 			opts.Quota = cryptfs.NewQuota(mo.Size)

@@ -11,7 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/securevol/securevol/backing"
-	"github.com/securevol/securevol/cluster"
 	"github.com/securevol/securevol/crypto"
 	"github.com/securevol/securevol/internal/mountinfo"
 	"github.com/securevol/securevol/store"
@@ -43,12 +42,20 @@ type liveMount struct {
 	connErr    error         // why conn is unknown, if it is not for want of FUSE
 	ended      chan struct{} // closed when its server has ended
 	leaving    atomic.Bool   // set while we unmount it ourselves
-	// claim is its cluster claim, let go when it ends; nil on a single
-	// host.
-	claim *cluster.Claim
+	// claim is its claim on the folder (see hold), let go when it ends.
+	claim hold
 }
 
-// release lets go of lm's cluster claim, if any.
+// hold is a mount's claim on a folder: to write it (a volume's own
+// mount) or to read it (a view's). In cluster mode it is a
+// *cluster.Claim, whose fence trips when the node's lease is lost; on a
+// single host a *localHold, which has no fence.
+type hold interface {
+	Release() error
+	Fence() *backing.Fence
+}
+
+// release lets go of lm's claim, if any.
 func (d *Driver) release(name string, lm *liveMount) {
 	if lm.claim == nil {
 		return
@@ -62,14 +69,24 @@ func (v *vol) dir() string { return v.d.backing(v.rec.ID) }
 
 // save writes the record, fsynced, before the driver answers the engine.
 // In cluster mode the references stay out of it (see saveRefs).
-func (v *vol) save() error {
+func (v *vol) save() error { return v.saveIf(nil) }
+
+// saveIf is save if check (nil: none) passes in the same transaction.
+func (v *vol) saveIf(check func(*store.Tx) error) error {
 	rec := v.rec
 	if v.d.clustered() {
 		r := *rec
 		r.Mounts = nil
 		rec = &r
 	}
-	return v.d.cfg.Store.Update(func(tx *store.Tx) error { return tx.Put(rec) })
+	return v.d.cfg.Store.Update(func(tx *store.Tx) error {
+		if check != nil {
+			if err := check(tx); err != nil {
+				return err
+			}
+		}
+		return tx.Put(rec)
+	})
 }
 
 // create makes the volume's backing folder and record with options opts.
@@ -135,7 +152,8 @@ func (v *vol) remove(fence *backing.Fence) error {
 			return err
 		}
 		v.rec.Removing = true
-		if err := v.save(); err != nil {
+		if err := v.saveIf(func(tx *store.Tx) error { return refuseViewed(tx, v.name) }); err != nil {
+			v.rec.Removing = false
 			return err
 		}
 	}
@@ -149,42 +167,51 @@ func (v *vol) remove(fence *backing.Fence) error {
 	return nil
 }
 
-// attach opens the volume's key and mounts it; in cluster mode it claims
-// the volume first, since opening may upgrade the folder's header. On
-// error nothing is left mounted or claimed.
+// attach opens the volume's key and mounts it, or the source's read-only
+// for a view (see attachView). It claims the folder first (in cluster
+// mode, since opening may upgrade the folder's header; on a single host
+// so that no view of it is mounted meanwhile). On error nothing is left
+// mounted or claimed.
 func (v *vol) attach() error {
-	d := v.d
-	if !d.clustered() {
-		return v.attachUnder(nil)
+	if v.rec.View != nil {
+		return v.attachView()
 	}
-	claim, err := v.claimFresh(d.cfg.Cluster.MountWait())
+	claim, err := v.claimWrite()
 	if err != nil {
 		return err
 	}
-	if err := v.attachUnder(claim); err != nil {
+	keys, err := v.open()
+	if err == nil {
+		err = v.attachUnder(claim, v.dir(), keys, MountOptions{Size: v.rec.Options.Size, Fence: claim.Fence()})
+	}
+	if err != nil {
+		d := v.d
 		d.release(v.name, &liveMount{claim: claim})
 		return err
 	}
 	return nil
 }
 
-// attachUnder is attach under claim (nil on a single host).
-func (v *vol) attachUnder(claim *cluster.Claim) error {
+// claimWrite claims the volume's folder for writing: in etcd, waiting up
+// to the mount wait for other nodes (the record read again after), or on
+// this host.
+func (v *vol) claimWrite() (hold, error) {
 	d := v.d
-	keys, err := v.open()
-	if err != nil {
-		return err
+	if !d.clustered() {
+		return d.holdLocally(v.name, "")
 	}
+	return v.claimFresh(d.cfg.Cluster.MountWait())
+}
+
+// attachUnder mounts the folder dir, opened with keys, under claim.
+func (v *vol) attachUnder(claim hold, dir string, keys *crypto.VolumeKeys, mopts MountOptions) error {
+	d := v.d
 	mp := d.mountpoint(v.name)
 	if err := os.MkdirAll(d.cfg.MountRoot, 0o755); err != nil {
 		return err
 	}
 	if err := os.Mkdir(mp, 0o755); err != nil && !errors.Is(err, os.ErrExist) && !errors.Is(err, unix.ENOTCONN) {
 		return err
-	}
-	mopts := MountOptions{Size: v.rec.Options.Size}
-	if claim != nil {
-		mopts.Fence = claim.Fence()
 	}
 	// Our state says "not mounted", so anything found here is left over
 	// from a crashed server or mounted by hand. Mountinfo tells, where a
@@ -197,7 +224,7 @@ func (v *vol) attachUnder(claim *cluster.Claim) error {
 			return err
 		}
 	}
-	m, err := d.cfg.Mounter(v.dir(), mp, v.name, keys, mopts, d.log.WithField("volume", v.name))
+	m, err := d.cfg.Mounter(dir, mp, v.name, keys, mopts, d.log.WithField("volume", v.name))
 	if err != nil {
 		os.Remove(mp)
 		return err

@@ -307,7 +307,7 @@ func testInspect(t *testing.T, p *plugin) {
 // that says what is valid, and leave no volume behind.
 func testBadOptions(t *testing.T, p *plugin) {
 	for _, tc := range []struct{ opt, want string }{
-		{"colour=blue", "valid options: gid, mode, size, uid"},
+		{"colour=blue", "valid options: gid, mode, readonly-of, size, uid"},
 		{"password=hunter2", "takes no secrets"},
 		{"uid=-1", "invalid uid"},
 		{"size=10", "at least 1.0 MiB"},
@@ -671,7 +671,7 @@ func restartForbidden(t testing.TB) string {
 	return fmt.Sprintf("restarting dockerd would stop %d running containers these tests did not start (%s)", len(others), strings.Join(others, ", "))
 }
 
-// testReadahead: each volume's FUSE mount gets a readahead as large as its
+// testReadahead: each volume's FUSE mount gets a readahead of four of its
 // requests (the daemon's 256 KiB), not the kernel's 128 KiB, so that a
 // container's sequential read arrives in large requests decrypted in
 // parallel. A managed plugin can only set it with --writable-sys.
@@ -690,8 +690,8 @@ func testReadahead(t *testing.T, p *plugin) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := strings.TrimSpace(string(b)); got != "256" {
-			t.Errorf("read_ahead_kb of %s's mount = %s, want 256", vol, got)
+		if got := strings.TrimSpace(string(b)); got != "1024" {
+			t.Errorf("read_ahead_kb of %s's mount = %s, want 1024", vol, got)
 		}
 		return
 	}

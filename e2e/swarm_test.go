@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -30,6 +31,7 @@ func TestSwarm(t *testing.T) {
 		{"DrainMovesTaskWithData", testSwarmDrain},
 		{"CrashedNodeTakenOver", testSwarmCrash},
 		{"RacingServicesOneRefused", testSwarmRace},
+		{"ReadOnlyViewOnBothNodes", testSwarmView},
 		{"PausedPluginFenced", testSwarmPaused},
 		{"EtcdRestartLosesNoVolume", testSwarmEtcdRestart},
 		{"EtcdLostRebuiltFromHeaders", testSwarmEtcdLost},
@@ -223,6 +225,120 @@ func testSwarmRace(t *testing.T, c *swarmCluster) {
 	for svc := range svcs {
 		c.removeService(t, svc)
 	}
+}
+
+// viewStack is a stack file like the one in docs/DOCKER.md (Swarm): a
+// writer service using the volume src, and, with reader set, a reader
+// service on every node using the read-only view ro of src.
+func viewStack(image, src, ro, marker string, reader bool) string {
+	s := fmt.Sprintf(`version: "3.8"
+services:
+  writer:
+    image: %[1]s
+    command: ["sh", "-c", "echo %[4]s > /data/f"]
+    volumes: [src:/data]
+    deploy:
+      restart_policy: {condition: none}
+      placement: {constraints: [node.hostname == svnode1]}
+`, image, src, ro, marker)
+	if reader {
+		s += fmt.Sprintf(`  reader:
+    image: %[1]s
+    command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.2; done"]
+    volumes: [ro:/data]
+    stop_grace_period: 5s
+    deploy:
+      mode: global
+`, image)
+	}
+	s += fmt.Sprintf(`volumes:
+  src:
+    name: %[1]s
+    driver: %[3]s
+`, src, ro, swarmPlugin)
+	if reader {
+		s += fmt.Sprintf(`  ro:
+    name: %[2]s
+    driver: %[3]s
+    driver_opts: {readonly-of: %[1]s}
+`, src, ro, swarmPlugin)
+	}
+	return s
+}
+
+// testSwarmView (issue 11: read-only mounts on many nodes): a stack's
+// writer service writes a file on node 1 and exits; the stack, deployed
+// again with a reader service in global mode, reads it on both nodes at
+// once through a read-only view, which refuses writes. The source cannot
+// be removed while the view exists.
+func testSwarmView(t *testing.T, c *swarmCluster) {
+	n1 := c.nodes[0]
+	stack, src, ro := uniq("view"), uniq("src"), uniq("ro")
+	marker := "sve2e-view-" + randHex(6)
+	file := filepath.Join(t.TempDir(), "stack.yml")
+	deploy := func(reader bool) {
+		if err := os.WriteFile(file, []byte(viewStack(c.image, src, ro, marker, reader)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		n1.docker(t, "stack", "deploy", "--resolve-image", "never", "-c", file, stack)
+	}
+	t.Cleanup(func() { n1.dockerTry("stack", "rm", stack) })
+	deploy(false)
+	eventually(t, time.Minute, "the writer to complete", func() error {
+		if ts := c.tasks(t, stack+"_writer"); len(ts) == 0 || !strings.HasPrefix(ts[0].current, "Complete") {
+			return fmt.Errorf("tasks %v", ts)
+		}
+		return nil
+	})
+	begin := time.Now()
+	deploy(true)
+	eventually(t, time.Minute, "a reader to run on each node", func() error {
+		on := map[string]bool{}
+		for _, tk := range c.tasks(t, stack+"_reader") {
+			if tk.desired == "Running" && strings.HasPrefix(tk.current, "Running") {
+				on[tk.node] = true
+			}
+		}
+		if len(on) != len(c.nodes) {
+			return fmt.Errorf("readers run on %v", on)
+		}
+		return nil
+	})
+	t.Logf("view: readers run on both nodes %v after the deploy", time.Since(begin).Round(100*time.Millisecond))
+	before := folderState(t, c.shared)
+	for _, n := range c.nodes {
+		id := n.container(t, stack+"_reader")
+		if got := n.docker(t, "exec", id, "cat", "/data/f"); got != marker {
+			t.Errorf("%s reads %q through the view, the writer wrote %q", n.hostname, got, marker)
+		}
+		out, err := n.dockerTry("exec", id, "sh", "-c", "echo x > /data/f")
+		if err == nil || !strings.Contains(out+err.Error(), "Read-only file system") {
+			t.Errorf("%s: a write through the view: %q, %v; want Read-only file system", n.hostname, out, err)
+		}
+		if st := n.docker(t, "volume", "inspect", "-f", "{{.Status.view}}", ro); st != "read-only view of "+src {
+			t.Errorf("%s: the view's status says %q", n.hostname, st)
+		}
+	}
+	if after := folderState(t, c.shared); !maps.Equal(before, after) {
+		t.Errorf("the shared folder changed while only the view was mounted")
+	}
+	n1.docker(t, "stack", "rm", stack)
+	for _, svc := range []string{stack + "_reader", stack + "_writer"} {
+		for _, n := range c.nodes {
+			eventually(t, 30*time.Second, "the containers of "+svc+" to go on "+n.hostname, func() error {
+				out, err := n.dockerTry("ps", "-aq", "--filter", "label=com.docker.swarm.service.name="+svc)
+				if err != nil || out != "" {
+					return fmt.Errorf("containers %q (%v)", out, err)
+				}
+				return nil
+			})
+		}
+	}
+	if out, err := n1.dockerTry("volume", "rm", src); err == nil || !strings.Contains(out+err.Error(), ro) {
+		t.Errorf("removing the source of a view: %q, %v; want a refusal naming the view", out, err)
+	}
+	n1.docker(t, "volume", "rm", ro)
+	n1.docker(t, "volume", "rm", src)
 }
 
 // testSwarmPaused (issue 11, 5): node 1's plugin holds a volume and is

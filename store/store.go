@@ -95,6 +95,21 @@ type Volume struct {
 	// name is free for a new volume meanwhile.
 	RemovedAt time.Time `json:"removed_at,omitzero"`
 	PurgeAt   time.Time `json:"purge_at,omitzero"`
+	// View, if set, makes this a read-only view of another volume: a
+	// record without a folder, header or key of its own (its ID names no
+	// folder), which mounts the source's folder read-only. An older
+	// securevol that ignores the field sees a volume whose folder is
+	// missing, and removing it there deletes nothing else.
+	View *View `json:"view,omitempty"`
+}
+
+// View binds a view to its source volume: to its name, and to the folder
+// it had when the view was made, so that a later volume of that name is
+// never served through the view.
+type View struct {
+	Of    string `json:"of"`     // the source volume's name
+	ID    string `json:"id"`     // its folder ID
+	DirID string `json:"dir_id"` // its folder's directory ID (crypto.Header.ID)
 }
 
 // check reports what makes v unfit to store or to use. The ID names a

@@ -12,8 +12,10 @@ import (
 // calls: one submitter thread, 128-byte SQEs for IORING_OP_URING_CMD.
 
 const (
-	setupCQSize = 1 << 3
-	setupSQE128 = 1 << 10
+	setupCQSize       = 1 << 3
+	setupSQE128       = 1 << 10
+	setupSingleIssuer = 1 << 12
+	setupDeferTaskrun = 1 << 13
 
 	enterGetEvents = 1 << 0
 
@@ -84,8 +86,11 @@ type ring struct {
 	pending        uint32 // SQEs filled but not yet submitted
 }
 
-func newRing(entries uint32) (*ring, error) {
+func newRing(entries uint32, deferTaskrun bool) (*ring, error) {
 	p := uringParams{Flags: setupSQE128 | setupCQSize, CQEntries: 2 * entries}
+	if deferTaskrun {
+		p.Flags |= setupSingleIssuer | setupDeferTaskrun
+	}
 	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, uintptr(entries), uintptr(unsafe.Pointer(&p)), 0)
 	if errno != 0 {
 		return nil, fmt.Errorf("io_uring_setup: %w", errno)

@@ -47,6 +47,10 @@ type Options struct {
 	Readers int
 	// Pin binds each ring queue's thread to the CPU the queue serves.
 	Pin bool
+	// DeferTaskrun sets up the rings with IORING_SETUP_DEFER_TASKRUN:
+	// the kernel hands a queue its requests only while the queue's thread
+	// waits in io_uring_enter, instead of interrupting it.
+	DeferTaskrun bool
 	// EntryTimeout and AttrTimeout are what LOOKUP and GETATTR replies
 	// let the kernel cache, in whole seconds.
 	EntryTimeout, AttrTimeout time.Duration
@@ -67,7 +71,6 @@ type Server struct {
 	ringOn atomic.Bool
 	wg     sync.WaitGroup
 	mu     sync.Mutex
-	queues []*ringQueue
 	err    error // first failure of a reader or queue
 }
 
@@ -101,7 +104,40 @@ func Mount(dir string, files map[string][]byte, opts Options) (*Server, error) {
 		_ = s.Unmount()
 		return nil, err
 	}
+	if err := s.disablePoll(files); err != nil {
+		_ = s.Unmount()
+		return nil, err
+	}
 	return s, nil
+}
+
+// disablePoll makes the kernel learn that we do not implement POLL before
+// a Go client in this process opens a file: os.Open registers every file
+// with the runtime's epoll, from a thread the runtime believes is running
+// Go code. FUSE turns that into a POLL request; if a garbage collection
+// wants to stop the world meanwhile, it waits for that thread, and our
+// reader never gets to answer: a deadlock. Asking once through a blocking
+// system call (unix.Syscall6: unix.EpollCtl is a raw one too) gets the
+// ENOSYS that makes the kernel stop sending POLL (go-fuse does the same
+// with a hidden file).
+func (s *Server) disablePoll(files map[string][]byte) error {
+	for name := range files {
+		fd, err := unix.Open(s.dir+"/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("poll probe: %w", err)
+		}
+		defer unix.Close(fd)
+		ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+		if err != nil {
+			return fmt.Errorf("poll probe: %w", err)
+		}
+		defer unix.Close(ep)
+		// EPERM once the kernel knows; the answer does not matter.
+		ev := unix.EpollEvent{Events: unix.EPOLLIN}
+		_, _, _ = unix.Syscall6(unix.SYS_EPOLL_CTL, uintptr(ep), unix.EPOLL_CTL_ADD, uintptr(fd), uintptr(unsafe.Pointer(&ev)), 0, 0)
+		return nil
+	}
+	return nil
 }
 
 // Transport is the transport in use, known once Mount returns.
@@ -124,9 +160,6 @@ func (s *Server) Unmount() error {
 		_ = unix.Unmount(s.dir, unix.MNT_DETACH)
 	}
 	s.wg.Wait()
-	for _, q := range s.queues {
-		q.close()
-	}
 	_ = unix.Close(s.fd)
 	return errors.Join(err, s.failure())
 }
@@ -232,16 +265,10 @@ func (s *Server) startRing() {
 	}
 	registered := make(chan error, n)
 	for qid := range n {
-		q, err := newRingQueue(uint16(qid), s.fd, s.h)
-		if err != nil {
-			s.fail(err)
-			return
-		}
-		s.queues = append(s.queues, q)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			err := q.run(s.opts.Pin, registered)
+			err := serveQueue(uint16(qid), s.fd, s.h, s.opts, registered)
 			if !errors.Is(err, errQueueStopped) {
 				s.fail(err)
 			}

@@ -15,10 +15,10 @@ import (
 
 const enableURing = "/sys/module/fuse/parameters/enable_uring"
 
-// requireURing makes the kernel offer FUSE over io_uring for the test and
-// puts the module parameter back afterwards. Only a kernel built without
-// it skips, with CI=true too: CI's kernel is not ours to choose.
-func requireURing(t *testing.T) {
+// setURing makes the kernel offer FUSE over io_uring at INIT (on) or not,
+// and puts the module parameter back after the test. Only a kernel built
+// without it skips, with CI=true too: CI's kernel is not ours to choose.
+func setURing(t *testing.T, on bool) {
 	t.Helper()
 	old, err := os.ReadFile(enableURing)
 	if os.IsNotExist(err) {
@@ -27,11 +27,15 @@ func requireURing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.TrimSpace(string(old)) == "Y" {
+	want := "N"
+	if on {
+		want = "Y"
+	}
+	if strings.TrimSpace(string(old)) == want {
 		return
 	}
-	if err := os.WriteFile(enableURing, []byte("Y"), 0); err != nil {
-		t.Fatalf("enable io_uring for FUSE: %v", err)
+	if err := os.WriteFile(enableURing, []byte(want), 0); err != nil {
+		t.Fatalf("set %s: %v", enableURing, err)
 	}
 	t.Cleanup(func() {
 		if err := os.WriteFile(enableURing, old, 0); err != nil {
@@ -57,7 +61,7 @@ func TestTransports(t *testing.T) {
 	for _, tr := range []Transport{Classic, URing} {
 		t.Run(tr.String(), func(t *testing.T) {
 			if tr == URing {
-				requireURing(t)
+				setURing(t, true)
 			}
 			dir := t.TempDir()
 			s, err := Mount(dir, map[string][]byte{"data": content}, Options{Transport: tr, EntryTimeout: time.Hour})
@@ -123,5 +127,30 @@ func checkServes(t *testing.T, s *Server, path string, content []byte) {
 	var sfs unix.Statfs_t
 	if err := unix.Statfs(filepath.Dir(path), &sfs); err != nil || sfs.Bsize != 4096 {
 		t.Errorf("statfs: bsize %d, %v", sfs.Bsize, err)
+	}
+}
+
+// TestURingFallsBack: when the kernel does not offer io_uring at INIT, a
+// server that asked for it serves through /dev/fuse instead.
+func TestURingFallsBack(t *testing.T) {
+	testenv.RequireFUSE(t)
+	setURing(t, false)
+	content := pattern(1 << 20)
+	dir := t.TempDir()
+	s, err := Mount(dir, map[string][]byte{"data": content}, Options{Transport: URing, EntryTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := s.Unmount(); err != nil {
+			t.Error(err)
+		}
+	}()
+	if s.Transport() != Classic {
+		t.Fatalf("transport %v with io_uring disabled, want classic", s.Transport())
+	}
+	checkServes(t, s, filepath.Join(dir, "data"), content)
+	if c := s.Counts(); c.Ring != 0 {
+		t.Errorf("%d requests through a ring the kernel did not offer", c.Ring)
 	}
 }

@@ -65,8 +65,8 @@ type ringQueue struct {
 	h       *handler
 }
 
-func newRingQueue(qid uint16, devFd int, h *handler) (*ringQueue, error) {
-	r, err := newRing(2 * queueDepth)
+func newRingQueue(qid uint16, devFd int, h *handler, deferTaskrun bool) (*ringQueue, error) {
+	r, err := newRing(2*queueDepth, deferTaskrun)
 	if err != nil {
 		return nil, err
 	}
@@ -117,18 +117,45 @@ func (q *ringQueue) prepare(s *sqe, i int, op uint32) *ringCmd {
 // errQueueStopped is how a queue learns the connection went away.
 var errQueueStopped = errors.New("fuse ring queue stopped")
 
-// run serves requests until the connection ends, reporting on registered
-// once its entries are submitted. The thread stays locked (and pinned to
-// CPU qid when pin is set) for the life of the queue: it is the one the
-// kernel runs the queue's task work on.
-func (q *ringQueue) run(pin bool, registered chan<- error) error {
+// serveQueue sets up queue qid on the calling goroutine's thread, reports
+// on registered once its entries are with the kernel, and serves requests
+// until the connection ends. The thread stays locked (and pinned to CPU
+// qid when pin is set) for the life of the queue: it is the one that
+// creates and submits to the ring, and the kernel runs the queue's work
+// as its task work.
+func serveQueue(qid uint16, devFd int, h *handler, o Options, registered chan<- error) error {
+	// Never unlocked: the thread ends with the goroutine instead of going
+	// back to the runtime with its CPU affinity.
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	err := q.start(pin)
+	q, err := startQueue(qid, devFd, h, o)
 	registered <- err
 	if err != nil {
 		return err
 	}
+	defer q.close()
+	return q.run()
+}
+
+func startQueue(qid uint16, devFd int, h *handler, o Options) (*ringQueue, error) {
+	if o.Pin {
+		var set unix.CPUSet
+		set.Set(int(qid))
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			return nil, fmt.Errorf("pin queue %d: %w", qid, err)
+		}
+	}
+	q, err := newRingQueue(qid, devFd, h, o.DeferTaskrun)
+	if err != nil {
+		return nil, err
+	}
+	if err := q.register(); err != nil {
+		q.close()
+		return nil, err
+	}
+	return q, nil
+}
+
+func (q *ringQueue) run() error {
 	live := len(q.entries)
 	var failed error
 	for live > 0 {
@@ -152,17 +179,6 @@ func (q *ringQueue) run(pin bool, registered chan<- error) error {
 		return failed
 	}
 	return errQueueStopped
-}
-
-func (q *ringQueue) start(pin bool) error {
-	if pin {
-		var set unix.CPUSet
-		set.Set(int(q.qid))
-		if err := unix.SchedSetaffinity(0, &set); err != nil {
-			return fmt.Errorf("pin queue %d: %w", q.qid, err)
-		}
-	}
-	return q.register()
 }
 
 // answer serves the request in entry i and queues its COMMIT_AND_FETCH.

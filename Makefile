@@ -33,9 +33,14 @@ unit:
 	$(GO) test -count=1 -short ./...
 
 # Plain directory vs. securevol vs. gocryptfs, same workloads, one run, on
-# the disk holding BENCH_DIR (needs root, fuse3, gocryptfs); then the crypto
-# micro-benchmarks and archive export/import next to tar. BENCH_FLAGS e.g.
-# "-rounds 5" or "-fs plain,gocryptfs"; go run ./bench/fsbench -h lists them.
+# the disk holding BENCH_DIR; then the crypto micro-benchmarks and archive
+# export/import next to tar. Needs root and, from Debian, fuse3, gocryptfs,
+# fio (randwrite row), sqlite3 (SQLite rows) and postgresql (pgbench rows,
+# run as the postgres user); a missing one fails the run before it starts.
+# It prints a Markdown table (medians, min–max, per-round ratios, spread)
+# for the README. BENCH_FLAGS e.g. "-rounds 5", "-fs plain,gocryptfs",
+# "-workloads randwrite,sqlite,pgbench -db-time 15s"; go run ./bench/fsbench
+# -h lists them. The database rows add about a minute per filesystem and round.
 BENCH_DIR   ?= /var/tmp/securevol-bench
 BENCH_FLAGS ?=
 bench: build
@@ -102,8 +107,11 @@ test-image:
 e2e: build
 	$(GO) test -count=1 -timeout 30m -v ./e2e
 
-# Container start (20 runs) and 1 GiB container write+read (3 rounds):
-# securevol (managed plugin) against the local driver, alternating, same disk.
+# Container start (20 runs), 1 GiB container write+read (5 rounds) and
+# 2,000 small files created and removed (5 rounds): securevol (managed
+# plugin) against the local driver, alternating, same disk. Each reports
+# medians with min–max and the per-round securevol/local ratio's range.
 bench-docker: build
 	$(GO) test -count=1 -timeout 30m -run '^$$' -bench 'DockerRunTrue' -benchtime 20x ./e2e
-	$(GO) test -count=1 -timeout 30m -run '^$$' -bench 'DockerIO' -benchtime 3x ./e2e
+	$(GO) test -count=1 -timeout 30m -run '^$$' -bench 'DockerIO' -benchtime 5x ./e2e
+	$(GO) test -count=1 -timeout 30m -run '^$$' -bench 'DockerSmallFiles' -benchtime 5x ./e2e

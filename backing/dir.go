@@ -17,6 +17,9 @@ import (
 // in it. A Dir is safe for concurrent use; Close it when done.
 type Dir struct {
 	fd int
+	// fence, if set, is checked before every change made through d; the
+	// directories opened from d inherit it.
+	fence *Fence
 }
 
 // statxMask is what every stat here asks for: the basic fields and birth
@@ -82,7 +85,7 @@ func (d *Dir) OpenDir(name string) (*Dir, error) {
 	if err != nil {
 		return nil, dirErr(err)
 	}
-	return &Dir{fd: fd}, nil
+	return &Dir{fd: fd, fence: d.fence}, nil
 }
 
 // Reopen opens d once more, with a file offset of its own (for listing).
@@ -93,8 +96,12 @@ func (d *Dir) Reopen() (*Dir, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Dir{fd: fd}, nil
+	return &Dir{fd: fd, fence: d.fence}, nil
 }
+
+// SetFence makes every change through d, and through the directories
+// opened from it from now on, check f first. Call it before d is shared.
+func (d *Dir) SetFence(f *Fence) { d.fence = f }
 
 // Lstat stats name without following it.
 func (d *Dir) Lstat(name string, st *unix.Statx_t) error {
@@ -113,7 +120,12 @@ func Fstat(fd int, st *unix.Statx_t) error {
 }
 
 // Sync flushes the directory (new and removed names) to disk.
-func (d *Dir) Sync() error { return unix.Fsync(d.fd) }
+func (d *Dir) Sync() error {
+	if err := d.fence.Check(); err != nil {
+		return err
+	}
+	return unix.Fsync(d.fd)
+}
 
 // SyncFS flushes the whole file system that holds d (syncfs(2)): every
 // file written below d reaches the disk, which a tree written by many
@@ -128,11 +140,19 @@ func (d *Dir) OpenFile(name string, flags int, mode uint32) (int, error) {
 	if err := checkName(name); err != nil {
 		return -1, err
 	}
+	if flags&(unix.O_CREAT|unix.O_TRUNC) != 0 {
+		if err := d.fence.Check(); err != nil {
+			return -1, err
+		}
+	}
 	return openRegular(d.fd, name, flags, mode)
 }
 
 // OpenTmpFile opens an unnamed regular file in d (O_TMPFILE).
 func (d *Dir) OpenTmpFile(flags int, mode uint32) (int, error) {
+	if err := d.fence.Check(); err != nil {
+		return -1, err
+	}
 	fd, err := retry(func() (int, error) {
 		return unix.Openat(d.fd, ".", flags|unix.O_TMPFILE|unix.O_CLOEXEC, mode)
 	})
@@ -255,6 +275,9 @@ func (d *Dir) WriteNew(name string, data []byte, mode uint32) error {
 // file is written and fsynced, renamed over name, and the directory is
 // fsynced, so a crash leaves the old or the new content, never a mix.
 func (d *Dir) WriteAtomic(name string, data []byte, mode uint32) error {
+	if err := d.fence.Check(); err != nil {
+		return err
+	}
 	if err := checkName(name); err != nil {
 		return err
 	}
@@ -292,6 +315,9 @@ func (d *Dir) WriteAtomic(name string, data []byte, mode uint32) error {
 
 // Unlink removes the non-directory name (a symlink itself, never its target).
 func (d *Dir) Unlink(name string) error {
+	if err := d.fence.Check(); err != nil {
+		return err
+	}
 	if err := checkName(name); err != nil {
 		return err
 	}
@@ -300,6 +326,9 @@ func (d *Dir) Unlink(name string) error {
 
 // Rmdir removes the empty directory name.
 func (d *Dir) Rmdir(name string) error {
+	if err := d.fence.Check(); err != nil {
+		return err
+	}
 	if err := checkName(name); err != nil {
 		return err
 	}
@@ -308,6 +337,9 @@ func (d *Dir) Rmdir(name string) error {
 
 // Mkdir creates the directory name.
 func (d *Dir) Mkdir(name string, mode uint32) error {
+	if err := d.fence.Check(); err != nil {
+		return err
+	}
 	if err := checkName(name); err != nil {
 		return err
 	}
@@ -316,6 +348,9 @@ func (d *Dir) Mkdir(name string, mode uint32) error {
 
 // Mknod creates a FIFO, socket, device node or empty regular file.
 func (d *Dir) Mknod(name string, mode uint32, dev uint64) error {
+	if err := d.fence.Check(); err != nil {
+		return err
+	}
 	if err := checkName(name); err != nil {
 		return err
 	}
@@ -325,6 +360,9 @@ func (d *Dir) Mknod(name string, mode uint32, dev uint64) error {
 // Symlink creates the symlink name pointing at target (which is stored,
 // never resolved by securevol).
 func (d *Dir) Symlink(target, name string) error {
+	if err := d.fence.Check(); err != nil {
+		return err
+	}
 	if err := checkName(name); err != nil {
 		return err
 	}
@@ -357,6 +395,9 @@ func (d *Dir) Readlink(name string) (string, error) {
 // Link makes name in d a new hard link to srcName in src (a symlink there
 // is linked itself, never followed).
 func (d *Dir) Link(src *Dir, srcName, name string) error {
+	if err := d.fence.Check(); err != nil {
+		return err
+	}
 	if err := checkName(srcName); err != nil {
 		return err
 	}
@@ -369,6 +410,9 @@ func (d *Dir) Link(src *Dir, srcName, name string) error {
 // LinkFd gives the open, unnamed file fd (O_TMPFILE, or unlinked while
 // open) the name name in d.
 func (d *Dir) LinkFd(fd int, name string) error {
+	if err := d.fence.Check(); err != nil {
+		return err
+	}
 	if err := checkName(name); err != nil {
 		return err
 	}
@@ -377,6 +421,12 @@ func (d *Dir) LinkFd(fd int, name string) error {
 
 // Rename renames oldName in od to newName in nd (renameat2 flags).
 func Rename(od *Dir, oldName string, nd *Dir, newName string, flags uint) error {
+	if err := od.fence.Check(); err != nil {
+		return err
+	}
+	if err := nd.fence.Check(); err != nil {
+		return err
+	}
 	if err := checkName(oldName); err != nil {
 		return err
 	}
@@ -390,6 +440,9 @@ func Rename(od *Dir, oldName string, nd *Dir, newName string, flags uint) error 
 // AT_SYMLINK_NOFOLLOW; before Linux 6.6, an O_PATH descriptor checked to
 // be no symlink).
 func (d *Dir) Chmod(name string, mode uint32) error {
+	if err := d.fence.Check(); err != nil {
+		return err
+	}
 	if err := checkName(name); err != nil {
 		return err
 	}
@@ -408,6 +461,9 @@ func (d *Dir) Chmod(name string, mode uint32) error {
 
 // Chown sets the owner of name (-1 keeps one), never through a symlink.
 func (d *Dir) Chown(name string, uid, gid int) error {
+	if err := d.fence.Check(); err != nil {
+		return err
+	}
 	if err := checkName(name); err != nil {
 		return err
 	}
@@ -417,6 +473,9 @@ func (d *Dir) Chown(name string, uid, gid int) error {
 // Utimes sets the access and modification times of name, never through a
 // symlink.
 func (d *Dir) Utimes(name string, ts *[2]unix.Timespec) error {
+	if err := d.fence.Check(); err != nil {
+		return err
+	}
 	if err := checkName(name); err != nil {
 		return err
 	}

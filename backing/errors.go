@@ -1,6 +1,10 @@
 package backing
 
-import "golang.org/x/sys/unix"
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
 
 // Sentinel errors. Each is also an I/O error (errors.Is(err, unix.EIO)),
 // so a FUSE operation that meets one answers EIO without a mapping table:
@@ -24,7 +28,15 @@ var (
 	// ErrNoProc: /proc is not mounted, and existing files are opened
 	// through /proc/self/fd (see openRegular).
 	ErrNoProc = newError("cannot reopen through /proc/self/fd: is /proc mounted?")
+	// ErrFenced: the folder is shared and this node may no longer write
+	// it (see Fence).
+	ErrFenced = newError("fenced: this node no longer holds the volume (its cluster lease is lost)")
 )
+
+// ErrReadOnly: a change through a read-only mount (see ReadOnlyFence).
+// Unlike the others it is an EROFS (Errno answers that), which is what
+// the writer should see.
+var ErrReadOnly = fmt.Errorf("backing folder: read-only mount: %w", unix.EROFS)
 
 // errShared: a header file has other names than ours (see zeroAndSync).
 var errShared = newError("header file has other links")

@@ -34,12 +34,22 @@ func (d *Dir) Getxattr(name, attr string, dest []byte) (n int, err error) {
 
 // Setxattr sets attribute attr of name.
 func (d *Dir) Setxattr(name, attr string, data []byte, flags int) error {
-	return d.xattrTarget(name, func(p string) error { return unix.Setxattr(p, attr, data, flags) })
+	return d.xattrTarget(name, func(p string) error {
+		if err := d.fence.Check(); err != nil {
+			return err
+		}
+		return unix.Setxattr(p, attr, data, flags)
+	})
 }
 
 // Removexattr removes attribute attr of name.
 func (d *Dir) Removexattr(name, attr string) error {
-	return d.xattrTarget(name, func(p string) error { return unix.Removexattr(p, attr) })
+	return d.xattrTarget(name, func(p string) error {
+		if err := d.fence.Check(); err != nil {
+			return err
+		}
+		return unix.Removexattr(p, attr)
+	})
 }
 
 // Listxattr lists the attribute names of name into dest (nil: the size).

@@ -178,7 +178,7 @@ func (n *node) ensureHeaderLocked(h *fileHandle) syscall.Errno {
 	if errno != 0 || hdr == nil {
 		return errno
 	}
-	if _, err := backing.PwriteFull(h.fd, hdr, 0); err != nil {
+	if _, err := n.fsys.fence.PwriteFull(h.fd, hdr, 0); err != nil {
 		n.dropHeaderLocked(h)
 		return backing.Errno(err)
 	}
@@ -207,7 +207,7 @@ func (n *node) newHeaderLocked() ([]byte, syscall.Errno) {
 // dropHeaderLocked undoes newHeaderLocked after the header could not be
 // written: the file is empty again.
 func (n *node) dropHeaderLocked(h *fileHandle) {
-	unix.Ftruncate(h.fd, 0)
+	n.fsys.fence.Ftruncate(h.fd, 0)
 	n.fc.Store(nil)
 }
 
@@ -229,9 +229,9 @@ func (n *node) readBlock(h *fileHandle, fc *crypto.FileCipher, buf *ioBuf, b int
 // preallocate reserves backing space for [off, off+length) without
 // changing the size. File systems without fallocate are written to
 // unprotected, like any other program would.
-func preallocate(fd int, off, length int64) syscall.Errno {
+func preallocate(fence *backing.Fence, fd int, off, length int64) syscall.Errno {
 	for {
-		err := unix.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, off, length)
+		err := fence.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, off, length)
 		switch err {
 		case unix.EINTR:
 			continue
@@ -497,15 +497,15 @@ func (n *node) writeLocked(h *fileHandle, data []byte, off int64, hdr []byte) sy
 		}
 		start := crypto.BlockOffset(uint64(first)) - int64(len(hdr)) + int64(from)
 		if start < cur {
-			if errno := preallocate(h.fd, start, int64(to-from)); errno != 0 {
+			if errno := preallocate(n.fsys.fence, h.fd, start, int64(to-from)); errno != 0 {
 				return errno
 			}
 		}
-		if err := sealAndWrite(h.fd, out[from:to], start, lead, hi-lo, func(i int) { seal(lo + i) }); err != nil {
+		if err := sealAndWrite(n.fsys.fence, h.fd, out[from:to], start, lead, hi-lo, func(i int) { seal(lo + i) }); err != nil {
 			if start+int64(to-from) > cur {
 				// Give back what the write appended; what it overwrote
 				// was preallocated, so it cannot be torn by ENOSPC.
-				unix.Ftruncate(h.fd, cur)
+				n.fsys.fence.Ftruncate(h.fd, cur)
 			}
 			return backing.Errno(err)
 		}
@@ -524,12 +524,12 @@ const writeChunk = 64
 // same goroutine: the backing file system serializes the writes, the
 // sealing of the other chunks goes on meanwhile. Chunks may land out of
 // order; readers are locked out until all have.
-func sealAndWrite(fd int, out []byte, off int64, lead, nb int, seal func(i int)) error {
+func sealAndWrite(fence *backing.Fence, fd int, out []byte, off int64, lead, nb int, seal func(i int)) error {
 	if nb <= writeChunk || len(out) < parallelMin || workers() < 2 {
 		for i := 0; i < nb; i++ {
 			seal(i)
 		}
-		_, err := backing.PwriteFull(fd, out, off)
+		_, err := fence.PwriteFull(fd, out, off)
 		return err
 	}
 	chunks := (nb + writeChunk - 1) / writeChunk
@@ -551,7 +551,7 @@ func sealAndWrite(fd int, out []byte, off int64, lead, nb int, seal func(i int))
 				if lo == 0 {
 					from = 0
 				}
-				if _, err := backing.PwriteFull(fd, out[from:end], off+int64(from)); err != nil {
+				if _, err := fence.PwriteFull(fd, out[from:end], off+int64(from)); err != nil {
 					errs[k] = err
 					return
 				}
@@ -604,13 +604,13 @@ func (n *node) extendLocked(h *fileHandle, newSize int64) syscall.Errno {
 	}
 	var err error
 	if rest := newSize % bs; rest == 0 {
-		err = unix.Ftruncate(h.fd, int64(crypto.CipherSize(uint64(newSize))))
+		err = n.fsys.fence.Ftruncate(h.fd, int64(crypto.CipherSize(uint64(newSize))))
 	} else {
 		b := newSize / bs
 		p := buf.tail[:rest]
 		clear(p)
-		if _, err = backing.PwriteFull(h.fd, fc.SealBlock(buf.block[:0], p, uint64(b)), crypto.BlockOffset(uint64(b))); err != nil {
-			unix.Ftruncate(h.fd, cur)
+		if _, err = n.fsys.fence.PwriteFull(h.fd, fc.SealBlock(buf.block[:0], p, uint64(b)), crypto.BlockOffset(uint64(b))); err != nil {
+			n.fsys.fence.Ftruncate(h.fd, cur)
 		}
 	}
 	if err != nil {
@@ -630,7 +630,7 @@ func (n *node) truncateLocked(h *fileHandle, newSize int64) syscall.Errno {
 		return 0
 	case newSize == 0:
 		old, _ := n.fileID(self{fd: h.fd}) // a damaged header binds nothing
-		if err := unix.Ftruncate(h.fd, 0); err != nil {
+		if err := n.fsys.fence.Ftruncate(h.fd, 0); err != nil {
 			return backing.Errno(err)
 		}
 		n.fc.Store(nil)
@@ -656,7 +656,7 @@ func (n *node) truncateLocked(h *fileHandle, newSize int64) syscall.Errno {
 		if errno := n.rewriteBlock(h, up, int64(crypto.CipherSize(uint64(size))), up.end()); errno != 0 {
 			return errno
 		}
-	} else if err := unix.Ftruncate(h.fd, int64(crypto.CipherSize(uint64(newSize)))); err != nil {
+	} else if err := n.fsys.fence.Ftruncate(h.fd, int64(crypto.CipherSize(uint64(newSize)))); err != nil {
 		return backing.Errno(err)
 	}
 	n.size.Store(newSize)
@@ -739,7 +739,7 @@ func (n *node) Allocate(ctx context.Context, f fs.FileHandle, off uint64, length
 		return errno
 	}
 	defer func() { n.settle(h, g, errno) }()
-	if err := unix.Fallocate(h.fd, unix.FALLOC_FL_KEEP_SIZE, start, cend-start); err != nil {
+	if err := n.fsys.fence.Fallocate(h.fd, unix.FALLOC_FL_KEEP_SIZE, start, cend-start); err != nil {
 		return backing.Errno(err)
 	}
 	if grow {
@@ -751,11 +751,7 @@ func (n *node) Allocate(ctx context.Context, f fs.FileHandle, off uint64, length
 func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
 	switch h := f.(type) {
 	case *fileHandle:
-		sync := unix.Fsync
-		if flags&fsyncDatasync != 0 {
-			sync = unix.Fdatasync
-		}
-		return n.fsynced(sync(h.fd))
+		return n.fsynced(n.fsys.fence.Fsync(h.fd, flags&fsyncDatasync != 0))
 	case *dirHandle:
 		return backing.Errno(h.d.Sync())
 	}
@@ -765,14 +761,14 @@ func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall
 	}
 	defer s.close()
 	if s.fd >= 0 {
-		return n.fsynced(unix.Fsync(s.fd))
+		return n.fsynced(n.fsys.fence.Fsync(s.fd, false))
 	}
 	fd, err := s.dir.OpenFile(s.name, unix.O_RDONLY, 0)
 	if err != nil {
 		return backing.Errno(err)
 	}
 	defer unix.Close(fd)
-	return n.fsynced(unix.Fsync(fd))
+	return n.fsynced(n.fsys.fence.Fsync(fd, false))
 }
 
 // fsynced records a successful fsync of the file (see node.synced).

@@ -467,8 +467,8 @@ func TestMountOptions(t *testing.T) {
 			t.Fatal(err)
 		}
 		ra, err := os.ReadFile(fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev)))
-		if err == nil && strings.TrimSpace(string(ra)) != "1024" {
-			t.Errorf("readahead %s KiB, want 1024", ra)
+		if want := fmt.Sprint(readaheadRequests * DefaultMaxWrite >> 10); err == nil && strings.TrimSpace(string(ra)) != want {
+			t.Errorf("readahead %s KiB, want %s", ra, want)
 		}
 	}
 }

@@ -63,6 +63,7 @@ type self struct {
 	dir     *backing.Dir
 	name    string
 	release func() // gives back the directory, if any
+	fence   *backing.Fence
 }
 
 func (s self) close() {
@@ -76,25 +77,25 @@ func (s self) close() {
 
 func (n *node) self(f fs.FileHandle) (self, syscall.Errno) {
 	if h, ok := f.(*fileHandle); ok {
-		return self{fd: h.fd}, 0
+		return self{fd: h.fd, fence: n.fsys.fence}, 0
 	}
 	if n.IsDir() {
 		d, release, errno := n.dir()
 		if errno != 0 {
 			return self{}, errno
 		}
-		return self{fd: d.Fd(), release: release}, 0
+		return self{fd: d.Fd(), release: release, fence: n.fsys.fence}, 0
 	}
 	d, b, release, errno := n.entry()
 	if errno == syscall.ENOENT {
 		if fd := n.openDup(); fd >= 0 {
-			return self{fd: fd, owned: true}, 0
+			return self{fd: fd, owned: true, fence: n.fsys.fence}, 0
 		}
 	}
 	if errno != 0 {
 		return self{}, errno
 	}
-	return self{fd: -1, dir: d, name: b, release: release}, 0
+	return self{fd: -1, dir: d, name: b, release: release, fence: n.fsys.fence}, 0
 }
 
 func (s self) stat(st *unix.Statx_t) error {
@@ -106,21 +107,21 @@ func (s self) stat(st *unix.Statx_t) error {
 
 func (s self) chmod(mode uint32) error {
 	if s.fd >= 0 {
-		return unix.Fchmod(s.fd, mode)
+		return s.fence.Fchmod(s.fd, mode)
 	}
 	return s.dir.Chmod(s.name, mode)
 }
 
 func (s self) chown(uid, gid int) error {
 	if s.fd >= 0 {
-		return unix.Fchown(s.fd, uid, gid)
+		return s.fence.Fchown(s.fd, uid, gid)
 	}
 	return s.dir.Chown(s.name, uid, gid)
 }
 
 func (s self) utimes(ts *[2]unix.Timespec) error {
 	if s.fd >= 0 {
-		return backing.Futimens(s.fd, ts)
+		return s.fence.Futimens(s.fd, ts)
 	}
 	return s.dir.Utimes(s.name, ts)
 }

@@ -131,14 +131,14 @@ func (n *node) rewriteBlock(h *fileHandle, up blockUpdate, oldEnd, final int64) 
 		return n.replaceBlocks(h, []blockUpdate{up}, oldEnd, final)
 	}
 	start := crypto.BlockOffset(uint64(up.b))
-	if errno := preallocate(h.fd, start, int64(len(up.c))); errno != 0 {
+	if errno := preallocate(n.fsys.fence, h.fd, start, int64(len(up.c))); errno != 0 {
 		return errno
 	}
-	if _, err := backing.PwriteFull(h.fd, up.c, start); err != nil {
+	if _, err := n.fsys.fence.PwriteFull(h.fd, up.c, start); err != nil {
 		return backing.Errno(err)
 	}
 	if final < oldEnd {
-		if err := unix.Ftruncate(h.fd, final); err != nil {
+		if err := n.fsys.fence.Ftruncate(h.fd, final); err != nil {
 			return backing.Errno(err)
 		}
 	}
@@ -173,21 +173,21 @@ func (n *node) replaceBlocks(h *fileHandle, ups []blockUpdate, oldEnd, final int
 	// truncation below dearer than the whole record (small partial writes
 	// ran at half speed).
 	for _, u := range ups {
-		if errno := preallocate(h.fd, crypto.BlockOffset(uint64(u.b)), int64(len(u.c))); errno != 0 {
+		if errno := preallocate(n.fsys.fence, h.fd, crypto.BlockOffset(uint64(u.b)), int64(len(u.c))); errno != 0 {
 			return errno
 		}
 	}
-	if err := pwritevFull(h.fd, iov, at); err != nil {
-		unix.Ftruncate(h.fd, oldEnd)
+	if err := pwritevFull(n.fsys.fence, h.fd, iov, at); err != nil {
+		n.fsys.fence.Ftruncate(h.fd, oldEnd)
 		return backing.Errno(err)
 	}
 	for _, u := range ups {
-		if _, err := backing.PwriteFull(h.fd, u.c, crypto.BlockOffset(uint64(u.b))); err != nil {
+		if _, err := n.fsys.fence.PwriteFull(h.fd, u.c, crypto.BlockOffset(uint64(u.b))); err != nil {
 			n.reloadLocked()
 			return backing.Errno(err)
 		}
 	}
-	if err := unix.Ftruncate(h.fd, final); err != nil {
+	if err := n.fsys.fence.Ftruncate(h.fd, final); err != nil {
 		n.reloadLocked()
 		return backing.Errno(err)
 	}
@@ -202,9 +202,9 @@ func (n *node) reloadLocked() {
 }
 
 // pwritevFull writes the buffers one after the other at off.
-func pwritevFull(fd int, iov [][]byte, off int64) error {
+func pwritevFull(fence *backing.Fence, fd int, iov [][]byte, off int64) error {
 	for len(iov) > 0 {
-		k, err := unix.Pwritev(fd, iov, off)
+		k, err := fence.Pwritev(fd, iov, off)
 		if err == unix.EINTR {
 			continue
 		}
@@ -410,11 +410,11 @@ func (n *node) applyRecord(h *fileHandle, w *repairFd, fc *crypto.FileCipher, en
 		return false, 0, syscall.EIO // logged by fd
 	}
 	for _, u := range ups {
-		if _, err := backing.PwriteFull(fd, u.c, crypto.BlockOffset(uint64(u.b))); err != nil {
+		if _, err := n.fsys.fence.PwriteFull(fd, u.c, crypto.BlockOffset(uint64(u.b))); err != nil {
 			return false, 0, backing.Errno(err)
 		}
 	}
-	if err := unix.Ftruncate(fd, final); err != nil {
+	if err := n.fsys.fence.Ftruncate(fd, final); err != nil {
 		return false, 0, backing.Errno(err)
 	}
 	return true, final, 0
@@ -461,7 +461,7 @@ func (w *repairFd) truncate(size int64) error {
 	if err != nil {
 		return err
 	}
-	return unix.Ftruncate(fd, size)
+	return w.n.fsys.fence.Ftruncate(fd, size)
 }
 
 func (w *repairFd) close() {

@@ -46,14 +46,14 @@ func (s self) getxattr(attr string, dest []byte) (int, error) {
 
 func (s self) setxattr(attr string, data []byte, flags int) error {
 	if s.fd >= 0 {
-		return unix.Fsetxattr(s.fd, attr, data, flags)
+		return s.fence.Fsetxattr(s.fd, attr, data, flags)
 	}
 	return s.dir.Setxattr(s.name, attr, data, flags)
 }
 
 func (s self) removexattr(attr string) error {
 	if s.fd >= 0 {
-		return unix.Fremovexattr(s.fd, attr)
+		return s.fence.Fremovexattr(s.fd, attr)
 	}
 	return s.dir.Removexattr(s.name, attr)
 }
@@ -159,7 +159,7 @@ func (n *node) rebindXattrs(fd int, oldID, newID []byte) {
 		if err != nil {
 			continue
 		}
-		if err := unix.Fsetxattr(fd, name, keys.SealXattrValue(attr, plain, newID), unix.XATTR_REPLACE); err != nil {
+		if err := n.fsys.fence.Fsetxattr(fd, name, keys.SealXattrValue(attr, plain, newID), unix.XATTR_REPLACE); err != nil {
 			n.fsys.log.WithField("path", n.logPath()).WithError(err).Error("cannot bind an extended attribute to the file's new ID; it will read as EIO")
 		}
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/securevol/securevol/cluster"
 	"github.com/securevol/securevol/driver"
 	"github.com/securevol/securevol/keysource"
 	"github.com/securevol/securevol/metrics"
@@ -34,6 +35,9 @@ const (
 	DefaultSocket   = "/run/docker/plugins/securevol.sock"
 	DefaultStateDir = "/var/lib/securevol"
 	DefaultKeyFile  = "/etc/securevol/master.key"
+	// DefaultClusterRoot is where the backing folders live in cluster
+	// mode: shared storage every node mounts at the same path.
+	DefaultClusterRoot = "/var/lib/securevol-shared"
 )
 
 // adminSocketName is the root-only socket in the state dir that Client
@@ -80,12 +84,24 @@ type Config struct {
 	// at /metrics; "" is StateDir/metrics.sock.
 	MetricsSocket string
 	// MetricsAddr, if set, serves them on this TCP address too (a legacy
-	// plugin; a managed one has no network).
+	// plugin; the managed one does not offer it as a setting).
 	MetricsAddr string
 	// MetricsTextfile, if set, is a node_exporter textfile (*.prom) that
 	// the metrics are written to every MetricsInterval (0: 15 s).
 	MetricsTextfile string
 	MetricsInterval time.Duration
+	// Cluster, with Endpoints set, turns on cluster mode: etcd holds the
+	// records and the mount claims, the backing folders live under
+	// ClusterRoot, and the state dir keeps only this node's sockets and
+	// files. Its Log is the daemon's; NodeName "" is the host name.
+	Cluster cluster.Config
+	// ClusterRoot is the backing root on shared storage in cluster mode;
+	// "" is DefaultClusterRoot. It must exist.
+	ClusterRoot string
+	// WritableSys remounts /sys read-write in the daemon's mount
+	// namespace first (see sysfs.go): for a managed plugin, whose /sys is
+	// private and read-only; never for a daemon in the host's namespace.
+	WritableSys bool
 	// Version is shown by the securevol_info metric.
 	Version string
 	// Log receives the daemon's log; nil discards it.
@@ -131,7 +147,50 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Log == nil {
 		cfg.Log = discardLog()
 	}
+	if cfg.clustered() {
+		return cfg.clusterDefaults()
+	}
 	return cfg, nil
+}
+
+func (cfg Config) clustered() bool { return len(cfg.Cluster.Endpoints) > 0 }
+
+// clusterDefaults fills in and checks the cluster settings.
+func (cfg Config) clusterDefaults() (Config, error) {
+	if cfg.ClusterRoot == "" {
+		cfg.ClusterRoot = DefaultClusterRoot
+	}
+	abs, err := filepath.Abs(cfg.ClusterRoot)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.ClusterRoot = abs
+	fi, err := os.Stat(abs)
+	if err != nil || !fi.IsDir() {
+		return cfg, fmt.Errorf("cluster root %s: %w: must be an existing directory on storage every node shares", abs, ErrBadConfig)
+	}
+	// The managed plugin's shared mount defaults to the state folder's
+	// source, so that a single host needs no extra folder; a cluster that
+	// forgot to point it at shared storage would keep its volumes local.
+	if st, err := os.Stat(cfg.StateDir); err == nil && os.SameFile(fi, st) {
+		return cfg, fmt.Errorf("cluster root %s: %w: it is the state dir %s; it must be a directory on storage every node shares", abs, ErrBadConfig, cfg.StateDir)
+	}
+	if cfg.Cluster.NodeName == "" {
+		if cfg.Cluster.NodeName, err = os.Hostname(); err != nil {
+			return cfg, fmt.Errorf("node name: %w", err)
+		}
+	}
+	cfg.Cluster.Log = cfg.Log.WithField("node", cfg.Cluster.NodeName)
+	return cfg, nil
+}
+
+// volumesRoot holds the backing folders (in its volumes folder): the
+// state dir, or the cluster root in cluster mode.
+func (cfg Config) volumesRoot() string {
+	if cfg.clustered() {
+		return cfg.ClusterRoot
+	}
+	return cfg.StateDir
 }
 
 func discardLog() *logrus.Entry {
@@ -173,10 +232,20 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log := cfg.Log
 	start := time.Now()
+	if cfg.WritableSys {
+		if err := remountSysWritable(); err != nil {
+			log.WithError(err).Warn("/sys stays read-only: volumes keep the kernel's 128 KiB readahead, and sequential reads are slower")
+		}
+	}
 
-	st, err := openStore(cfg)
+	node, st, err := openStore(cfg)
 	if err != nil {
 		return err
+	}
+	if node != nil {
+		// Deferred first, so it runs last: the driver unmounts (and lets
+		// go of its claims) before the lease goes.
+		defer node.Close()
 	}
 	defer st.Close()
 	keys, err := loadKeys(cfg, st)
@@ -193,7 +262,7 @@ func Run(ctx context.Context, cfg Config) error {
 	var rep *driver.StartReport
 	m := newMetrics(cfg, st, func() *driver.Driver { return drv }, func() *driver.StartReport { return rep })
 	drv, err = driver.New(driver.Config{
-		StateDir: cfg.StateDir, MountRoot: cfg.MountRoot, Store: st,
+		StateDir: cfg.volumesRoot(), MountRoot: cfg.MountRoot, Store: st, Cluster: node,
 		Keys: keys.sources, KeyKind: string(keys.kind), Log: log,
 		Metrics: m, RemoveGrace: cfg.RemoveGrace, DefaultSize: defaultSize,
 	})
@@ -240,21 +309,49 @@ func parseDefaultSize(s string) (int64, error) {
 }
 
 // openStore opens the state dir's database, moved aside first for a
-// rebuild.
-func openStore(cfg Config) (*store.Store, error) {
+// rebuild; in cluster mode, it joins the cluster and opens the records in
+// etcd, those of the volumes cleared first for a rebuild.
+func openStore(cfg Config) (*cluster.Node, *store.Store, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return nil, fmt.Errorf("state dir: %w", err)
+		return nil, nil, fmt.Errorf("state dir: %w", err)
+	}
+	if cfg.clustered() {
+		return openClusterStore(cfg)
 	}
 	if cfg.Rebuild {
 		if err := moveDBAside(cfg.StateDir, cfg.Log); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	st, err := store.Open(dbPath(cfg.StateDir), 2*time.Second)
 	if errors.Is(err, store.ErrLocked) {
-		return nil, fmt.Errorf("state dir %s: %w (%w)", cfg.StateDir, ErrRunning, err)
+		return nil, nil, fmt.Errorf("state dir %s: %w (%w)", cfg.StateDir, ErrRunning, err)
 	}
-	return st, err
+	return nil, st, err
+}
+
+func openClusterStore(cfg Config) (*cluster.Node, *store.Store, error) {
+	node, err := cluster.Join(cfg.Cluster)
+	if errors.Is(err, cluster.ErrConfig) {
+		return nil, nil, fmt.Errorf("%w: %w", ErrBadConfig, err)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("joining the cluster: %w", err)
+	}
+	if cfg.Rebuild {
+		if err := node.ClearRecords(); err != nil {
+			node.Close()
+			return nil, nil, fmt.Errorf("rebuild: %w", err)
+		}
+		cfg.Log.Warn("rebuilding the cluster's volume records from the backing folders under the cluster root")
+	}
+	st, err := store.New(node.Records())
+	if err != nil {
+		node.Close()
+		return nil, nil, err
+	}
+	cfg.Log.WithFields(logrus.Fields{"node": node.Name(), "endpoints": strings.Join(cfg.Cluster.Endpoints, ","), "cluster_root": cfg.ClusterRoot}).Info("joined the cluster")
+	return node, st, nil
 }
 
 // serve listens on both sockets and serves until ctx ends or a server

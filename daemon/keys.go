@@ -56,7 +56,7 @@ func loadKeys(cfg Config, st *store.Store) (*masterKeys, error) {
 	keys := &masterKeys{kind: kind, keyFile: cfg.Keys.KeyFile}
 	switch kind {
 	case keysource.Passphrase:
-		p, err := passphraseSource(cfg.StateDir, st, secret.Passphrase, cfg.Log)
+		p, err := passphraseSource(cfg.volumesRoot(), st, secret.Passphrase, cfg.Log)
 		if err != nil {
 			return nil, err
 		}
@@ -86,6 +86,9 @@ func generateKeyFile(cfg Config, st *store.Store) error {
 	path := cfg.Keys.KeyFile
 	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
 		return nil // there, or unreadable: Load says which
+	}
+	if cfg.clustered() {
+		return fmt.Errorf("%s: %w: in cluster mode every node needs the same key, so none is generated", path, ErrKeyMissing)
 	}
 	if n := volumesOnDisk(cfg.StateDir, st); n > 0 {
 		return fmt.Errorf("%s: %w, but %s holds %d volumes that only it opens (a new key would open none of them)", path, ErrKeyMissing, cfg.StateDir, n)

@@ -23,8 +23,8 @@ import (
 
 // Export, import and clone. The daemon snapshots a volume into an archive
 // layout (package archive) and restores one into a new volume; moving the
-// layout to a file or a registry is the command line's, on the host (a
-// managed plugin has no network). The two hand layouts to each other
+// layout to a file or a registry is the command line's, on the host, where
+// the registry credentials are. The two hand layouts to each other
 // through transfer folders in the state dir, which both see: the managed
 // plugin's state dir is the host's state mount.
 

@@ -3,6 +3,7 @@ package driver
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
 
@@ -56,6 +57,37 @@ func BenchmarkList1000(b *testing.B) {
 		a := call(b, c, "POST", "/VolumeDriver.List", "{}")
 		if n := len(a.body["Volumes"].([]any)); a.status != 200 || n != 1000 {
 			b.Fatalf("List: %d, %d volumes", a.status, n)
+		}
+	}
+}
+
+// BenchmarkMountUnmount is Mount and Unmount of one volume on a single
+// host, and BenchmarkMountUnmountCluster the same in cluster mode (etcd on
+// loopback): the difference is what the claim costs a mount.
+func BenchmarkMountUnmount(b *testing.B) {
+	testenv.RequireFUSE(b)
+	e := newEnv(b)
+	e.create("bench", nil)
+	benchMountUnmount(b, e.d)
+}
+
+func BenchmarkMountUnmountCluster(b *testing.B) {
+	testenv.RequireFUSE(b)
+	key, _ := newKey(b)
+	n := newClusterNode(b, testenv.StartEtcd(b), "bench", b.TempDir(), key, 15*time.Second)
+	if err := n.d.Create(&volume.CreateRequest{Name: "bench"}); err != nil {
+		b.Fatal(err)
+	}
+	benchMountUnmount(b, n.d)
+}
+
+func benchMountUnmount(b *testing.B, d *Driver) {
+	for b.Loop() {
+		if _, err := d.Mount(&volume.MountRequest{Name: "bench", ID: "c"}); err != nil {
+			b.Fatal(err)
+		}
+		if err := d.Unmount(&volume.UnmountRequest{Name: "bench", ID: "c"}); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

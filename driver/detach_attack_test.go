@@ -49,7 +49,7 @@ func TestAttackAbortReusedConnection(t *testing.T) {
 		lm := &liveMount{m: srv, mountpoint: mp1, conn: conn, ended: make(chan struct{})}
 		mustDo(t, srv.Unmount())
 		h := &hangFS{entered: make(chan struct{}, 1), gate: make(chan struct{})}
-		m, err := h.mount("", mp2, "new", nil, 0, nil)
+		m, err := h.mount("", mp2, "new", nil, MountOptions{}, nil)
 		mustDo(t, err)
 		if c, _ := e.d.connOf(mp2); c != nil && c.dir == lm.conn.dir {
 			old, busy = lm, h

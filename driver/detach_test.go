@@ -37,7 +37,7 @@ func (h *hangFS) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*
 	return nil, syscall.ENOENT
 }
 
-func (h *hangFS) mount(_, mp, name string, _ *crypto.VolumeKeys, _ int64, _ *logrus.Entry) (Mount, error) {
+func (h *hangFS) mount(_, mp, name string, _ *crypto.VolumeKeys, _ MountOptions, _ *logrus.Entry) (Mount, error) {
 	return fs.Mount(mp, h, &fs.Options{MountOptions: fuse.MountOptions{FsName: "securevol:" + name, Name: "securevol"}})
 }
 

@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/securevol/securevol/backing"
+	"github.com/securevol/securevol/cluster"
 	"github.com/securevol/securevol/crypto"
 	"github.com/securevol/securevol/store"
 )
@@ -39,6 +41,10 @@ type Config struct {
 	MountRoot string
 	// Store is the open metadata database.
 	Store *store.Store
+	// Cluster, if set, shares the volumes with other nodes (see
+	// cluster.go): Store is then kept in etcd, and StateDir is on shared
+	// storage.
+	Cluster *cluster.Node
 	// Keys are master key sources. Keys[0] wraps new volumes; opening a
 	// volume tries each in turn (more than one only during a key rotation).
 	Keys []crypto.KeySource
@@ -91,6 +97,13 @@ type Driver struct {
 	// wrongKey is set at start when the master key opens none of the
 	// volumes tried: Create is refused, so no volume is made under it.
 	wrongKey atomic.Bool
+
+	// refs are this node's mount references per volume in cluster mode
+	// (guarded by mu; see cluster.go).
+	refs map[string]map[string]int
+	// holds are the folders mounted on a single host, by volume, for
+	// writing or through views (guarded by mu; see localHold).
+	holds map[string]*holdUse
 
 	// purging holds the IDs of the removed volumes being purged (guarded
 	// by mu); stop ends purgeLoop, closed by Close.
@@ -162,6 +175,8 @@ func New(cfg Config) (*Driver, error) {
 		keys:      append([]crypto.KeySource(nil), cfg.Keys...),
 		vols:      map[string]*vol{},
 		purging:   map[string]bool{},
+		refs:      map[string]map[string]int{},
+		holds:     map[string]*holdUse{},
 		stop:      make(chan struct{}),
 		removeAll: os.RemoveAll,
 	}, nil
@@ -214,8 +229,11 @@ func (d *Driver) lookup(name string) (*store.Volume, error) {
 		return nil, noSuchVolume(name)
 	case errors.Is(err, store.ErrBadRecord):
 		return nil, fmt.Errorf("%w (it is moved aside, and the volume recovered from its folder, when the plugin next starts)", err)
+	case err != nil:
+		return nil, err
 	}
-	return v, err
+	d.withRefs(v)
+	return v, nil
 }
 
 func newID() (string, error) {
@@ -239,6 +257,20 @@ func (d *Driver) Create(r *volume.CreateRequest) error {
 	if err := checkName(r.Name); err != nil {
 		return err
 	}
+	if src, ok := r.Options[OptReadOnlyOf]; ok {
+		if len(r.Options) > 1 {
+			return classed(ErrInvalid, "create %s: %s takes no other option (a view shows its source as it is)", r.Name, OptReadOnlyOf)
+		}
+		v, unlock, err := d.lockName(r.Name)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		if err := v.createView(strings.TrimSpace(src)); err != nil {
+			return fmt.Errorf("create %s: %w", r.Name, err)
+		}
+		return nil
+	}
 	opts, err := ParseOptions(r.Options)
 	if err != nil {
 		return classed(ErrInvalid, "create %s: %w", r.Name, err)
@@ -255,6 +287,8 @@ func (d *Driver) Create(r *volume.CreateRequest) error {
 
 	old, err := d.cfg.Store.Get(r.Name)
 	switch {
+	case err == nil && old.View != nil:
+		return classed(ErrConflict, "create %s: a read-only view of %s exists by that name; remove it first", r.Name, old.View.Of)
 	case err == nil && old.Removing:
 		return classed(ErrConflict, "create %s: the volume is being removed (its key is already destroyed); finish with: docker volume rm %s", r.Name, r.Name)
 	case err == nil && old.Options == opts:
@@ -387,6 +421,25 @@ func (d *Driver) Remove(r *volume.RemoveRequest) error {
 	if n := references(v.rec); n > 0 || d.live(r.Name) != nil {
 		return classed(ErrConflict, "remove %s: volume is in use (%d mounts); stop the containers using it first", r.Name, n)
 	}
+	if v.rec.View != nil {
+		if err := v.removeView(); err != nil {
+			return fmt.Errorf("remove %s: %w", r.Name, err)
+		}
+		d.log.WithFields(logrus.Fields{"volume": r.Name, "of": v.rec.View.Of}).Info("removed a read-only view (its source untouched)")
+		return nil
+	}
+	if err := d.cfg.Store.View(func(tx *store.Tx) error { return refuseViewed(tx, r.Name) }); err != nil {
+		return fmt.Errorf("remove %s: %w", r.Name, err)
+	}
+	if d.clustered() {
+		// Held through the removal, so no node mounts the volume
+		// meanwhile; a node that holds it now refuses it.
+		c, err := v.claim(0)
+		if err != nil {
+			return fmt.Errorf("remove %s: %w", r.Name, err)
+		}
+		defer c.Release()
+	}
 	id := v.rec.ID
 	if d.cfg.RemoveGrace > 0 && !v.rec.Removing {
 		purgeAt, err := v.hide(d.cfg.RemoveGrace)
@@ -444,7 +497,7 @@ func (d *Driver) Mount(r *volume.MountRequest) (*volume.MountResponse, error) {
 		v.rec.Mounts = map[string]int{}
 	}
 	v.rec.Mounts[r.ID]++
-	if err := v.save(); err != nil {
+	if err := v.saveRefs(); err != nil {
 		if attached {
 			if err2 := v.detach(); err2 != nil {
 				d.log.WithError(err2).WithField("volume", r.Name).Error("unmount after failed mount")
@@ -478,13 +531,13 @@ func (d *Driver) Unmount(r *volume.UnmountRequest) error {
 	} else {
 		v.rec.Mounts[r.ID] = count - 1
 	}
-	if err := v.save(); err != nil {
+	if err := v.saveRefs(); err != nil {
 		return fmt.Errorf("unmount %s: %w", r.Name, err)
 	}
 	if len(v.rec.Mounts) == 0 {
 		if err := v.detach(); err != nil {
 			v.rec.Mounts = map[string]int{r.ID: 1}
-			if err2 := v.save(); err2 != nil {
+			if err2 := v.saveRefs(); err2 != nil {
 				d.log.WithError(err2).WithField("volume", r.Name).Error("restoring the reference after a failed unmount")
 			}
 			return err
@@ -546,8 +599,12 @@ func (d *Driver) List() (*volume.ListResponse, error) {
 	return out, nil
 }
 
-// Capabilities: volumes live on this host.
+// Capabilities: volumes live on this host, or in cluster mode on every
+// node of the cluster, so each node's engine sees the same ones.
 func (d *Driver) Capabilities() *volume.CapabilitiesResponse {
+	if d.clustered() {
+		return &volume.CapabilitiesResponse{Capabilities: volume.Capability{Scope: "global"}}
+	}
 	return &volume.CapabilitiesResponse{Capabilities: volume.Capability{Scope: "local"}}
 }
 

@@ -43,6 +43,9 @@ func (v *vol) hide(grace time.Duration) (time.Time, error) {
 	r := *v.rec
 	r.RemovedAt, r.PurgeAt, r.Mounts = now, now.Add(grace), nil
 	err := v.d.cfg.Store.Update(func(tx *store.Tx) error {
+		if err := refuseViewed(tx, v.name); err != nil {
+			return err
+		}
 		if err := tx.Delete(v.name); err != nil {
 			return err
 		}

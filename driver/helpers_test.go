@@ -197,7 +197,7 @@ func (e *env) unmount(name, id string) {
 
 // failingMounter fails every mount, as a FUSE mount can (no /dev/fuse, a
 // busy mountpoint).
-func failingMounter(string, string, string, *crypto.VolumeKeys, int64, *logrus.Entry) (Mount, error) {
+func failingMounter(string, string, string, *crypto.VolumeKeys, MountOptions, *logrus.Entry) (Mount, error) {
 	return nil, errors.New("fuse: device not found")
 }
 
@@ -232,7 +232,7 @@ func newGatedMounter() *gatedMounter {
 	return &gatedMounter{entered: make(chan struct{}, 16), release: make(chan struct{})}
 }
 
-func (g *gatedMounter) mount(string, string, string, *crypto.VolumeKeys, int64, *logrus.Entry) (Mount, error) {
+func (g *gatedMounter) mount(string, string, string, *crypto.VolumeKeys, MountOptions, *logrus.Entry) (Mount, error) {
 	g.entered <- struct{}{}
 	<-g.release
 	m := newFakeMount()

@@ -15,14 +15,26 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/securevol/securevol/backing"
 	"github.com/securevol/securevol/cryptfs"
 	"github.com/securevol/securevol/crypto"
 )
 
 // Mounter shows the plaintext of an encrypted backing folder at mountpoint
-// (which exists and is empty) until the returned Mount is unmounted. size
-// limits what the backing folder may hold, in bytes (0: no limit).
-type Mounter func(backing, mountpoint, name string, keys *crypto.VolumeKeys, size int64, log *logrus.Entry) (Mount, error)
+// (which exists and is empty) until the returned Mount is unmounted.
+type Mounter func(backing, mountpoint, name string, keys *crypto.VolumeKeys, opts MountOptions, log *logrus.Entry) (Mount, error)
+
+// MountOptions are what a Mounter applies to one mount.
+type MountOptions struct {
+	// Size limits what the backing folder may hold, in bytes (0: no
+	// limit).
+	Size int64
+	// Fence, in cluster mode, stops the mount's writes once the node's
+	// claim on the volume is lost (nil: never).
+	Fence *backing.Fence
+	// ReadOnly mounts the folder read-only (a view's mount).
+	ReadOnly bool
+}
 
 // Mount is a live mount; *fuse.Server is one.
 type Mount interface {
@@ -70,7 +82,7 @@ type Metrics interface {
 // non-root container users in, with the kernel checking modes as on any
 // local filesystem.
 func FUSEMounter(metrics Metrics) Mounter {
-	return func(backing, mountpoint, name string, keys *crypto.VolumeKeys, size int64, log *logrus.Entry) (Mount, error) {
+	return func(dir, mountpoint, name string, keys *crypto.VolumeKeys, mo MountOptions, log *logrus.Entry) (Mount, error) {
 		opts := cryptfs.Options{
 			Log:        log,
 			AllowOther: true,
@@ -82,15 +94,17 @@ func FUSEMounter(metrics Metrics) Mounter {
 			MaxWrite: 256 << 10,
 			// Every mount can be snapshotted (Driver.Snapshot); a
 			// changing request pays two atomic adds for it.
-			Freezer: cryptfs.NewFreezer(),
+			Freezer:  cryptfs.NewFreezer(),
+			Fence:    mo.Fence,
+			ReadOnly: mo.ReadOnly,
 		}
-		if size > 0 {
-			opts.Quota = cryptfs.NewQuota(size)
+		if mo.Size > 0 {
+			opts.Quota = cryptfs.NewQuota(mo.Size)
 		}
 		if metrics != nil {
 			opts.Observer = metrics.Volume(name)
 		}
-		srv, err := cryptfs.Mount(backing, mountpoint, keys, opts)
+		srv, err := cryptfs.Mount(dir, mountpoint, keys, opts)
 		if err != nil {
 			return nil, err
 		}

@@ -106,7 +106,7 @@ type recordingMounter struct {
 	mps []string
 }
 
-func (r *recordingMounter) mount(_, mp, _ string, _ *crypto.VolumeKeys, _ int64, _ *logrus.Entry) (Mount, error) {
+func (r *recordingMounter) mount(_, mp, _ string, _ *crypto.VolumeKeys, _ MountOptions, _ *logrus.Entry) (Mount, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.mps = append(r.mps, mp)

@@ -38,7 +38,7 @@ func (d *Driver) Release(name, mountID string) (released int, err error) {
 	}
 	log := d.log.WithFields(logrus.Fields{"volume": name, "mount_id": mountID, "released": released})
 	if released > 0 {
-		if err := v.save(); err != nil {
+		if err := v.saveRefs(); err != nil {
 			return 0, fmt.Errorf("release %s: %w", name, err)
 		}
 		log.Warn("released stale mount references")

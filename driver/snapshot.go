@@ -44,6 +44,9 @@ func (d *Driver) Snapshot(ctx context.Context, name string, fn func(root *backin
 	if v.rec.Removing {
 		return classed(ErrConflict, "snapshot %s: the volume is being removed", name)
 	}
+	if v.rec.View != nil {
+		return classed(ErrInvalid, "snapshot %s: it is a read-only view of %s, with no folder of its own; use %s", name, v.rec.View.Of, v.rec.View.Of)
+	}
 	root, err := backing.OpenRoot(v.dir())
 	if err != nil {
 		return fmt.Errorf("snapshot %s: %w", name, err)

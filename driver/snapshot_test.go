@@ -213,7 +213,7 @@ func TestImportCutShort(t *testing.T) {
 // A mount that cannot hold its writes is not snapshotted.
 func TestSnapshotNeedsFreezableMount(t *testing.T) {
 	e := newEnv(t, func(c *Config) {
-		c.Mounter = func(string, string, string, *crypto.VolumeKeys, int64, *logrus.Entry) (Mount, error) {
+		c.Mounter = func(string, string, string, *crypto.VolumeKeys, MountOptions, *logrus.Entry) (Mount, error) {
 			return newFakeMount(), nil
 		}
 	})

@@ -129,6 +129,10 @@ func (d *Driver) reconcile(rep *StartReport) error {
 		}
 		if isPartial(e.Name()) {
 			// An import cut short: the archive it came from is still there.
+			// In a cluster it may be another node's import in progress.
+			if d.clustered() {
+				continue
+			}
 			if err := d.removeAll(dir); err == nil {
 				d.log.WithField("folder", dir).Info("deleted the folder of an import that was cut short")
 			}
@@ -141,6 +145,9 @@ func (d *Driver) reconcile(rep *StartReport) error {
 		h, err := readHeader(dir)
 		if errors.Is(err, backing.ErrNoHeader) {
 			if onlyInternal(dir) {
+				if d.clustered() {
+					continue // maybe another node's create in progress
+				}
 				if err := os.RemoveAll(dir); err == nil {
 					d.log.WithField("folder", dir).Info("deleted the folder of a create that was cut short")
 				}
@@ -183,7 +190,7 @@ func (d *Driver) reconcile(rep *StartReport) error {
 			delete(byName, v.Name) // its folder is gone or keyless now
 			continue
 		}
-		if !ids[v.ID] {
+		if v.View == nil && !ids[v.ID] {
 			d.problem(rep, v.Name, fmt.Sprintf("backing folder %s is missing; the volume cannot be mounted (restore the folder, or docker volume rm %s)", d.backing(v.ID), v.Name))
 		}
 	}
@@ -263,7 +270,8 @@ func (d *Driver) claimedName(rep *StartReport, dir string, h *crypto.Header) (st
 // refused before anything mounts it, format 1 folders are upgraded to
 // format 2 under their database names, and records from before DirID are
 // bound to their folders. A key that opens nothing is
-// checkKey's to report.
+// checkKey's to report. A view's source is checked to be the volume it
+// was made of.
 func (d *Driver) verify(rep *StartReport) {
 	all, err := d.cfg.Store.List()
 	if err != nil {
@@ -271,6 +279,14 @@ func (d *Driver) verify(rep *StartReport) {
 	}
 	for _, rec := range all {
 		if rec.Removing || d.getTrouble(rec.Name) != "" {
+			continue
+		}
+		if rec.View != nil {
+			// No folder of its own: its source must still be the
+			// volume it was made of.
+			if _, err := d.sourceOf(rec); err != nil {
+				d.problem(rep, rec.Name, err.Error())
+			}
 			continue
 		}
 		err := d.with(rec, func(v *vol) error {

@@ -23,6 +23,10 @@ func (d *Driver) status(v *store.Volume) map[string]interface{} {
 		"mounted":    d.live(v.Name) != nil,
 		"master_key": d.cfg.KeyKind,
 	}
+	if v.View != nil {
+		d.viewStatus(v, st)
+		return st
+	}
 	state := "ok"
 	if v.Removing {
 		state = "removing: key destroyed, deleting files; finish with docker volume rm"

@@ -56,7 +56,11 @@ var optionHelp = map[string]string{
 	"size": "most the volume may hold (e.g. 500M, 10G; binary units: 10G = 10 GiB)",
 }
 
-func validOptionNames() string { return strings.Join(slices.Sorted(maps.Keys(optionHelp)), ", ") }
+// validOptionNames lists every create option, readonly-of included (Create
+// takes that one apart, before ParseOptions: see view.go).
+func validOptionNames() string {
+	return strings.Join(slices.Sorted(slices.Values(append(slices.Collect(maps.Keys(optionHelp)), OptReadOnlyOf))), ", ")
+}
 
 // secretWords mark option names that look like they carry a secret. Docker
 // shows every volume option in `docker volume inspect` and stores it in its

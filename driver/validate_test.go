@@ -21,7 +21,7 @@ func TestCreateRejectsBadInput(t *testing.T) {
 		{"x", nil, "invalid volume name"},
 		{"", nil, "empty"},
 		{strings.Repeat("a", 256), nil, "at most 255"},
-		{"ok1", map[string]string{"color": "1G"}, "unknown option \"color\" (valid options: gid, mode, size, uid)"},
+		{"ok1", map[string]string{"color": "1G"}, "unknown option \"color\" (valid options: gid, mode, readonly-of, size, uid)"},
 		{"ok2", map[string]string{"password": "hunter2"}, "looks like a secret"},
 		{"ok3", map[string]string{"uid": "-1"}, "invalid uid"},
 		{"ok4", map[string]string{"mode": "999"}, "invalid mode"},

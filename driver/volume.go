@@ -42,13 +42,51 @@ type liveMount struct {
 	connErr    error         // why conn is unknown, if it is not for want of FUSE
 	ended      chan struct{} // closed when its server has ended
 	leaving    atomic.Bool   // set while we unmount it ourselves
+	// claim is its claim on the folder (see hold), let go when it ends.
+	claim hold
+}
+
+// hold is a mount's claim on a folder: to write it (a volume's own
+// mount) or to read it (a view's). In cluster mode it is a
+// *cluster.Claim, whose fence trips when the node's lease is lost; on a
+// single host a *localHold, which has no fence.
+type hold interface {
+	Release() error
+	Fence() *backing.Fence
+}
+
+// release lets go of lm's claim, if any.
+func (d *Driver) release(name string, lm *liveMount) {
+	if lm.claim == nil {
+		return
+	}
+	if err := lm.claim.Release(); err != nil {
+		d.log.WithError(err).WithField("volume", name).Warn("letting go of the volume's cluster claim; other nodes wait for this node's lease instead")
+	}
 }
 
 func (v *vol) dir() string { return v.d.backing(v.rec.ID) }
 
 // save writes the record, fsynced, before the driver answers the engine.
-func (v *vol) save() error {
-	return v.d.cfg.Store.Update(func(tx *store.Tx) error { return tx.Put(v.rec) })
+// In cluster mode the references stay out of it (see saveRefs).
+func (v *vol) save() error { return v.saveIf(nil) }
+
+// saveIf is save if check (nil: none) passes in the same transaction.
+func (v *vol) saveIf(check func(*store.Tx) error) error {
+	rec := v.rec
+	if v.d.clustered() {
+		r := *rec
+		r.Mounts = nil
+		rec = &r
+	}
+	return v.d.cfg.Store.Update(func(tx *store.Tx) error {
+		if check != nil {
+			if err := check(tx); err != nil {
+				return err
+			}
+		}
+		return tx.Put(rec)
+	})
 }
 
 // create makes the volume's backing folder and record with options opts.
@@ -104,7 +142,8 @@ func (v *vol) remove() error {
 			return err
 		}
 		v.rec.Removing = true
-		if err := v.save(); err != nil {
+		if err := v.saveIf(func(tx *store.Tx) error { return refuseViewed(tx, v.name) }); err != nil {
+			v.rec.Removing = false
 			return err
 		}
 	}
@@ -118,14 +157,44 @@ func (v *vol) remove() error {
 	return nil
 }
 
-// attach opens the volume's key and mounts it. On error nothing is left
-// mounted.
+// attach opens the volume's key and mounts it, or the source's read-only
+// for a view (see attachView). It claims the folder first (in cluster
+// mode, since opening may upgrade the folder's header; on a single host
+// so that no view of it is mounted meanwhile). On error nothing is left
+// mounted or claimed.
 func (v *vol) attach() error {
-	d := v.d
-	keys, err := v.open()
+	if v.rec.View != nil {
+		return v.attachView()
+	}
+	claim, err := v.claimWrite()
 	if err != nil {
 		return err
 	}
+	keys, err := v.open()
+	if err == nil {
+		err = v.attachUnder(claim, v.dir(), keys, MountOptions{Size: v.rec.Options.Size, Fence: claim.Fence()})
+	}
+	if err != nil {
+		d := v.d
+		d.release(v.name, &liveMount{claim: claim})
+		return err
+	}
+	return nil
+}
+
+// claimWrite claims the volume's folder for writing: in etcd, waiting up
+// to the mount wait for other nodes, or on this host.
+func (v *vol) claimWrite() (hold, error) {
+	d := v.d
+	if !d.clustered() {
+		return d.holdLocally(v.name, "")
+	}
+	return v.claim(d.cfg.Cluster.MountWait())
+}
+
+// attachUnder mounts the folder dir, opened with keys, under claim.
+func (v *vol) attachUnder(claim hold, dir string, keys *crypto.VolumeKeys, mopts MountOptions) error {
+	d := v.d
 	mp := d.mountpoint(v.name)
 	if err := os.MkdirAll(d.cfg.MountRoot, 0o755); err != nil {
 		return err
@@ -144,13 +213,13 @@ func (v *vol) attach() error {
 			return err
 		}
 	}
-	m, err := d.cfg.Mounter(v.dir(), mp, v.name, keys, v.rec.Options.Size, d.log.WithField("volume", v.name))
+	m, err := d.cfg.Mounter(dir, mp, v.name, keys, mopts, d.log.WithField("volume", v.name))
 	if err != nil {
 		os.Remove(mp)
 		return err
 	}
 	conn, connErr := d.connOf(mp)
-	lm := &liveMount{m: m, mountpoint: mp, conn: conn, connErr: connErr, ended: make(chan struct{})}
+	lm := &liveMount{m: m, mountpoint: mp, conn: conn, connErr: connErr, ended: make(chan struct{}), claim: claim}
 	d.mu.Lock()
 	v.mount = lm
 	v.trouble = ""
@@ -175,6 +244,7 @@ func (v *vol) watch(lm *liveMount) {
 	d.mu.Unlock()
 	if ours && !lm.leaving.Load() {
 		d.log.WithField("volume", v.name).Warn("the volume was unmounted outside securevol; it will be mounted again on the next Mount")
+		d.release(v.name, lm)
 	}
 }
 
@@ -286,6 +356,7 @@ func (v *vol) detach() error {
 	}
 	d.mu.Unlock()
 	os.Remove(lm.mountpoint) // only succeeds on the empty, unmounted directory
+	d.release(v.name, lm)
 	return nil
 }
 

@@ -13,4 +13,14 @@
 // temp folders (state, keys, mountpoints), and remove all of them even when
 // a test fails. They never use the name securevol: a real securevol beside
 // them (make run's daemon, an installed plugin, its volumes) is left alone.
+//
+// TestSwarm (cluster mode, issue 11) also needs iproute2, util-linux,
+// iptables, curl and etcd-server. It runs a swarm of two engines of its own
+// (scripts/swarm.sh): network namespaces svnode1 and svnode2, veths
+// veth-svs1/2 on the bridge br-svswarm (10.77.0.1/24) with one FORWARD
+// rule commented securevol-swarm, etcd on 10.77.0.1:2379/2380, the folders
+// /var/tmp/securevol-swarm and /run/svs1, /run/svs2, and cgroups svswarm1,
+// svswarm2; the host's engine only builds and exports the image and the
+// plugin's rootfs. It removes all of that at the end, and before it starts,
+// what a killed run left.
 package e2e

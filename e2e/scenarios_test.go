@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/securevol/securevol/internal/mountinfo"
 	"github.com/securevol/securevol/internal/testenv"
 )
 
@@ -46,6 +47,7 @@ var scenarios = []scenario{
 	{"DisableRefusedWithVolumes", false, testDisableRefused},
 	{"RemoveGraceUndelete", true, testRemoveGraceUndelete},
 	{"MetricsFromHost", true, testMetricsFromHost},
+	{"Readahead", true, testReadahead},
 	{"Kill9", true, testKill9},
 	{"RestartDockerd", true, testRestartDockerd},
 	{"NoSecretInLogs", true, testNoSecretInLogs},
@@ -305,7 +307,7 @@ func testInspect(t *testing.T, p *plugin) {
 // that says what is valid, and leave no volume behind.
 func testBadOptions(t *testing.T, p *plugin) {
 	for _, tc := range []struct{ opt, want string }{
-		{"colour=blue", "valid options: gid, mode, size, uid"},
+		{"colour=blue", "valid options: gid, mode, readonly-of, size, uid"},
 		{"password=hunter2", "takes no secrets"},
 		{"uid=-1", "invalid uid"},
 		{"size=10", "at least 1.0 MiB"},
@@ -667,4 +669,31 @@ func restartForbidden(t testing.TB) string {
 		return ""
 	}
 	return fmt.Sprintf("restarting dockerd would stop %d running containers these tests did not start (%s)", len(others), strings.Join(others, ", "))
+}
+
+// testReadahead: each volume's FUSE mount gets a readahead of four of its
+// requests (the daemon's 256 KiB), not the kernel's 128 KiB, so that a
+// container's sequential read arrives in large requests decrypted in
+// parallel. A managed plugin can only set it with --writable-sys.
+func testReadahead(t *testing.T, p *plugin) {
+	vol := newVolume(t, p)
+	startSleeper(t, "--network", "none", "-v", vol+":/data")
+	ms, err := mountinfo.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if m.Source != "securevol:"+vol {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", m.Major, m.Minor))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.TrimSpace(string(b)); got != "1024" {
+			t.Errorf("read_ahead_kb of %s's mount = %s, want 1024", vol, got)
+		}
+		return
+	}
+	t.Fatalf("no mount of securevol:%s in the host's mountinfo", vol)
 }

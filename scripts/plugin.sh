@@ -23,7 +23,7 @@ die() { echo "plugin.sh: $*" >&2; exit 1; }
 # The host folders plugin-config.json mounts by default. The engine does not
 # create a mount's source: enable fails with "stat <source>: no such file or
 # directory" if one is missing, so every path here creates them first.
-default_sources=(/var/lib/securevol /etc/securevol)
+default_sources=(/var/lib/securevol /etc/securevol /var/lib/securevol) # state, keys, shared
 
 # rootfs DIR: config.json + rootfs/ exported from an image built by the
 # Dockerfile, the layout `docker plugin create` wants.
@@ -104,6 +104,7 @@ install() {
 		case "$kv" in
 		state.source=*) sources[0]="${kv#*=}" ;;
 		keys.source=*) sources[1]="${kv#*=}" ;;
+		shared.source=*) sources[2]="${kv#*=}" ;;
 		esac
 	done
 	for src in "${sources[@]}"; do

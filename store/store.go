@@ -1,4 +1,6 @@
-// Package store keeps securevol's volume metadata in one bbolt file.
+// Package store keeps securevol's volume metadata: in one bbolt file on a
+// single host (Open), or in any other Backend (New), such as etcd in a
+// cluster.
 //
 // The database is an index and a place for reference counts, not the only
 // copy of anything that matters: every backing folder carries a header that
@@ -93,6 +95,21 @@ type Volume struct {
 	// name is free for a new volume meanwhile.
 	RemovedAt time.Time `json:"removed_at,omitzero"`
 	PurgeAt   time.Time `json:"purge_at,omitzero"`
+	// View, if set, makes this a read-only view of another volume: a
+	// record without a folder, header or key of its own (its ID names no
+	// folder), which mounts the source's folder read-only. An older
+	// securevol that ignores the field sees a volume whose folder is
+	// missing, and removing it there deletes nothing else.
+	View *View `json:"view,omitempty"`
+}
+
+// View binds a view to its source volume: to its name, and to the folder
+// it had when the view was made, so that a later volume of that name is
+// never served through the view.
+type View struct {
+	Of    string `json:"of"`     // the source volume's name
+	ID    string `json:"id"`     // its folder ID
+	DirID string `json:"dir_id"` // its folder's directory ID (crypto.Header.ID)
 }
 
 // check reports what makes v unfit to store or to use. The ID names a
@@ -121,7 +138,7 @@ type Quarantined struct {
 
 // Store is an open database. It is safe for concurrent use.
 type Store struct {
-	db *bolt.DB
+	be Backend
 }
 
 // Open opens (creating if needed) the database at path. If another process
@@ -143,30 +160,38 @@ func Open(path string, lockWait time.Duration) (*Store, error) {
 	case err != nil:
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	s := &Store{db: db}
-	if err := s.init(); err != nil {
+	be := boltBackend{db}
+	if err := be.init(); err != nil {
 		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	s, err := New(be)
+	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	return s, nil
 }
 
-func (s *Store) init() error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketVolumes, bucketRemoved, bucketQuarantine} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
-		if err != nil {
+// New returns the Store kept in be, recording the schema version in an
+// empty one and refusing a newer one. On error be is closed.
+func New(be Backend) (*Store, error) {
+	s := &Store{be: be}
+	if err := s.checkSchema(); err != nil {
+		be.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) checkSchema() error {
+	return s.be.Write(func(tx Txn) error {
+		v, err := tx.Get(bucketMeta, keySchema)
+		switch {
+		case err != nil:
 			return err
-		}
-		v := meta.Get(keySchema)
-		if v == nil {
-			return meta.Put(keySchema, []byte(fmt.Sprint(SchemaVersion)))
-		}
-		if string(v) != fmt.Sprint(SchemaVersion) {
+		case v == nil:
+			return tx.Put(bucketMeta, keySchema, []byte(fmt.Sprint(SchemaVersion)))
+		case string(v) != fmt.Sprint(SchemaVersion):
 			return fmt.Errorf("database schema %s is not supported by this securevol (supports %d)", v, SchemaVersion)
 		}
 		return nil
@@ -174,28 +199,44 @@ func (s *Store) init() error {
 }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error { return s.be.Close() }
 
 // View runs fn in a read-only transaction.
 func (s *Store) View(fn func(*Tx) error) error {
-	return s.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
+	return s.be.Read(func(tx Txn) error { return run(tx, fn) })
 }
 
-// Update runs fn in a read-write transaction, committed (and fsynced) if fn
-// returns nil and rolled back otherwise.
+// Update runs fn in a read-write transaction, committed (and made durable)
+// if fn returns nil and rolled back otherwise.
 func (s *Store) Update(fn func(*Tx) error) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
+	return s.be.Write(func(tx Txn) error { return run(tx, fn) })
+}
+
+// run runs fn over tx; a read error that a method without an error result
+// (Count, Meta) met fails the transaction.
+func run(tx Txn, fn func(*Tx) error) error {
+	t := &Tx{tx: tx}
+	if err := fn(t); err != nil {
+		return err
+	}
+	return t.err
 }
 
 // Tx is a transaction. It is only valid inside the View or Update closure.
 type Tx struct {
-	tx *bolt.Tx
+	tx Txn
+	// err is the first error met by a method that cannot return one; the
+	// transaction fails with it.
+	err error
 }
 
 // Get returns the volume called name: ErrNotFound if there is none,
 // ErrBadRecord if its record cannot be read.
 func (t *Tx) Get(name string) (*Volume, error) {
-	b := t.tx.Bucket(bucketVolumes).Get([]byte(name))
+	b, err := t.tx.Get(bucketVolumes, []byte(name))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
 	if b == nil {
 		return nil, fmt.Errorf("%s: %w", name, ErrNotFound)
 	}
@@ -259,18 +300,18 @@ func (t *Tx) Put(v *Volume) error {
 	if err != nil {
 		return err
 	}
-	return t.tx.Bucket(bucketVolumes).Put([]byte(v.Name), b)
+	return t.tx.Put(bucketVolumes, []byte(v.Name), b)
 }
 
 // Delete removes the record of name; deleting a missing name is not an error.
 func (t *Tx) Delete(name string) error {
-	return t.tx.Bucket(bucketVolumes).Delete([]byte(name))
+	return t.tx.Delete(bucketVolumes, []byte(name))
 }
 
 // ForEach calls fn for every volume in name order, stopping at its first
 // error. Records that cannot be read are skipped (see Quarantine).
 func (t *Tx) ForEach(fn func(*Volume) error) error {
-	return t.tx.Bucket(bucketVolumes).ForEach(func(k, b []byte) error {
+	return t.tx.ForEach(bucketVolumes, func(k, b []byte) error {
 		v, err := decodeVolume(string(k), b)
 		if err != nil {
 			return nil
@@ -281,10 +322,9 @@ func (t *Tx) ForEach(fn func(*Volume) error) error {
 
 // Count is the number of volumes.
 func (t *Tx) Count() int {
-	n := 0
-	c := t.tx.Bucket(bucketVolumes).Cursor()
-	for k, _ := c.First(); k != nil; k, _ = c.Next() {
-		n++
+	n, err := t.tx.Count(bucketVolumes)
+	if err != nil && t.err == nil {
+		t.err = err
 	}
 	return n
 }
@@ -292,7 +332,10 @@ func (t *Tx) Count() int {
 // GetRemoved returns the removed volume with folder ID id (ErrNotFound if
 // none, ErrBadRecord if its record cannot be read).
 func (t *Tx) GetRemoved(id string) (*Volume, error) {
-	b := t.tx.Bucket(bucketRemoved).Get([]byte(id))
+	b, err := t.tx.Get(bucketRemoved, []byte(id))
+	if err != nil {
+		return nil, fmt.Errorf("removed volume %s: %w", id, err)
+	}
 	if b == nil {
 		return nil, fmt.Errorf("removed volume %s: %w", id, ErrNotFound)
 	}
@@ -309,18 +352,18 @@ func (t *Tx) PutRemoved(v *Volume) error {
 	if err != nil {
 		return err
 	}
-	return t.tx.Bucket(bucketRemoved).Put([]byte(v.ID), b)
+	return t.tx.Put(bucketRemoved, []byte(v.ID), b)
 }
 
 // DeleteRemoved removes the removed volume with ID id, if any.
 func (t *Tx) DeleteRemoved(id string) error {
-	return t.tx.Bucket(bucketRemoved).Delete([]byte(id))
+	return t.tx.Delete(bucketRemoved, []byte(id))
 }
 
 // ForEachRemoved calls fn for every removed volume, in ID order, stopping
 // at its first error. Records that cannot be read are skipped.
 func (t *Tx) ForEachRemoved(fn func(*Volume) error) error {
-	return t.tx.Bucket(bucketRemoved).ForEach(func(k, b []byte) error {
+	return t.tx.ForEach(bucketRemoved, func(k, b []byte) error {
 		v, err := decodeRemoved(string(k), b)
 		if err != nil {
 			return nil
@@ -331,7 +374,10 @@ func (t *Tx) ForEachRemoved(fn func(*Volume) error) error {
 
 // Meta returns the daemon-wide value stored under key (nil if none).
 func (t *Tx) Meta(key string) []byte {
-	v := t.tx.Bucket(bucketMeta).Get([]byte(key))
+	v, err := t.tx.Get(bucketMeta, []byte(key))
+	if err != nil && t.err == nil {
+		t.err = err
+	}
 	if v == nil {
 		return nil
 	}
@@ -343,7 +389,7 @@ func (t *Tx) SetMeta(key string, value []byte) error {
 	if key == string(keySchema) {
 		return errors.New("meta key \"schema\" is reserved")
 	}
-	return t.tx.Bucket(bucketMeta).Put([]byte(key), value)
+	return t.tx.Put(bucketMeta, []byte(key), value)
 }
 
 // List returns every volume, in name order.
@@ -387,7 +433,7 @@ func (s *Store) Quarantine(at time.Time, validName func(string) error) ([]Quaran
 			bucket []byte
 			decode func(string, []byte) (*Volume, error)
 		}{{bucketVolumes, decodeVolume}, {bucketRemoved, decodeRemoved}} {
-			err := tx.tx.Bucket(src.bucket).ForEach(func(k, b []byte) error {
+			err := tx.tx.ForEach(src.bucket, func(k, b []byte) error {
 				q := Quarantined{Bucket: string(src.bucket), Key: string(k), At: at.UTC(), Raw: append([]byte(nil), b...)}
 				v, err := src.decode(string(k), b)
 				if err == nil {
@@ -433,17 +479,17 @@ func (t *Tx) quarantine(q Quarantined) error {
 		return err
 	}
 	key := q.Bucket + "/" + q.Key + "@" + q.At.Format(time.RFC3339Nano)
-	if err := t.tx.Bucket(bucketQuarantine).Put([]byte(key), b); err != nil {
+	if err := t.tx.Put(bucketQuarantine, []byte(key), b); err != nil {
 		return err
 	}
-	return t.tx.Bucket([]byte(q.Bucket)).Delete([]byte(q.Key))
+	return t.tx.Delete([]byte(q.Bucket), []byte(q.Key))
 }
 
 // Quarantined lists the records Quarantine moved aside, by bucket and key.
 func (s *Store) Quarantined() ([]Quarantined, error) {
 	var out []Quarantined
 	err := s.View(func(tx *Tx) error {
-		return tx.tx.Bucket(bucketQuarantine).ForEach(func(k, b []byte) error {
+		return tx.tx.ForEach(bucketQuarantine, func(k, b []byte) error {
 			var q Quarantined
 			if err := json.Unmarshal(b, &q); err != nil {
 				return fmt.Errorf("quarantine entry %q: %w", k, err)

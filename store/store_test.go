@@ -185,7 +185,7 @@ func TestQuarantine(t *testing.T) {
 		}
 	}
 	raw := []byte(`{"id":"..","name":"b"}`)
-	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketVolumes).Put([]byte("b"), raw) }); err != nil {
+	if err := s.be.(boltBackend).db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketVolumes).Put([]byte("b"), raw) }); err != nil {
 		t.Fatal(err)
 	}
 	if all, err := s.List(); err != nil || len(all) != 2 {
@@ -256,7 +256,7 @@ func TestRemovedBucket(t *testing.T) {
 		t.Fatalf("Removed = %+v, %v", all, err)
 	}
 	// A live record in the removed bucket is damage, quarantined.
-	if err := s.db.Update(func(tx *bolt.Tx) error {
+	if err := s.be.(boltBackend).db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketRemoved).Put([]byte("id-x"), []byte(`{"id":"id-x","name":"x"}`))
 	}); err != nil {
 		t.Fatal(err)

@@ -105,6 +105,10 @@ func (f *filesystem) setupGocryptfs(ctx context.Context) error {
 		return err
 	}
 	args := []string{"-fg", "-q", "-passfile", pass}
+	if f.cfg.otherUsers {
+		// Also turns on default_permissions, as securevol always does.
+		args = append(args, "-allow_other")
+	}
 	if f.cfg.opcounts {
 		args = append(args, "-fusedebug")
 	}

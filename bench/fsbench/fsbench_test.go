@@ -45,20 +45,26 @@ func TestVerdict(t *testing.T) {
 	}
 }
 
-func TestRatioUsesMediansOfSameRun(t *testing.T) {
+func TestRatioIsMedianOfPerRoundRatios(t *testing.T) {
 	r := newReport(config{}, allWorkloads, &tarball{})
+	// Round 2 was slow for both (noise); per-round ratios are 3, 2 and 4.
 	for _, v := range []float64{1, 100, 2} {
 		r.add("plain", "untar", sample{value: v})
 	}
-	for _, v := range []float64{6, 4, 5} {
+	for _, v := range []float64{3, 200, 8} {
 		r.add("securevol", "untar", sample{value: v})
 	}
 	got, ok := r.ratio("securevol", "untar")
-	if !ok || got != 2.5 {
-		t.Errorf("ratio = %v, %v; want 2.5 (median 5 over median 2)", got, ok)
+	if !ok || got.med != 3 || got.min != 2 || got.max != 4 || got.n != 3 {
+		t.Errorf("ratio = %+v, %v; want median 3, range 2–4 over 3 rounds", got, ok)
 	}
 	if _, ok := r.ratio("gocryptfs", "untar"); ok {
 		t.Error("ratio of an unmeasured filesystem reported as known")
+	}
+	// A filesystem that failed after one round pairs only that round.
+	r.add("gocryptfs", "untar", sample{value: 5})
+	if got, ok := r.ratio("gocryptfs", "untar"); !ok || got.n != 1 || got.med != 5 {
+		t.Errorf("ratio after one round = %+v, %v; want 5 from one round", got, ok)
 	}
 }
 
@@ -70,6 +76,7 @@ func TestSelectWorkloadsAddsDependencies(t *testing.T) {
 		{[]string{"read"}, "write,read"},
 		{[]string{"rm"}, "untar,rm"},
 		{[]string{"lswarm", "write"}, "write,untar,lswarm"},
+		{[]string{"pgbench", "sqlite"}, "sqliteload,sqlite,pgload,pgbench"},
 	} {
 		m := map[string]bool{}
 		for _, k := range tc.chosen {

@@ -26,6 +26,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
@@ -52,6 +53,9 @@ type config struct {
 	opcounts     bool     // mount with FUSE debug logs and count requests per step
 	perf         bool     // perf record each mount daemon during each step of round 1
 	mountTimeout time.Duration
+	dbDuration   time.Duration // timed part of each database row (fio, sqlite, pgbench)
+	postgres     *postgres     // for the pgbench rows
+	otherUsers   bool          // mounts must let the postgres user in
 }
 
 func main() {
@@ -74,14 +78,15 @@ func run() int {
 	flag.BoolVar(&cfg.opcounts, "opcounts", false, "mount with FUSE request logging (securevol --debug, gocryptfs -fusedebug) and count requests per workload; timings are then not comparable")
 	flag.BoolVar(&cfg.perf, "perf", false, "perf record (call graphs) each mount daemon during each workload of the first round, into SCRATCH/perf/FS-WORKLOAD.data (build securevol without -s -w for symbols); implies -keep")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the backing folders after the run (the tarball is always kept)")
+	flag.DurationVar(&cfg.dbDuration, "db-time", 15*time.Second, "how long fio (randwrite), the SQLite transaction loop and pgbench each run per filesystem and round (whole seconds)")
 	flag.DurationVar(&cfg.mountTimeout, "mount-timeout", 30*time.Second, "how long to wait for a mount to appear")
 	flag.Parse()
 	if flag.NArg() != 0 {
 		fmt.Fprintf(os.Stderr, "fsbench: unexpected arguments %q\n", flag.Args())
 		return 2
 	}
-	if cfg.rounds < 1 || cfg.sizeMiB < 1 {
-		fmt.Fprintln(os.Stderr, "fsbench: -rounds and -size must be at least 1")
+	if cfg.rounds < 1 || cfg.sizeMiB < 1 || cfg.dbDuration < time.Second {
+		fmt.Fprintln(os.Stderr, "fsbench: -rounds and -size must be at least 1, -db-time at least 1s")
 		return 2
 	}
 	for _, f := range strings.Split(fsList, ",") {
@@ -145,8 +150,18 @@ func bench(ctx context.Context, cfg config) (rep *report, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := preflight(&cfg, wls); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.scratch, 0o700); err != nil {
 		return nil, fmt.Errorf("scratch: %w", err)
+	}
+	if cfg.otherUsers {
+		// The postgres user must pass through (not list) the scratch
+		// folder to reach its data directories.
+		if err := os.Chmod(cfg.scratch, 0o711); err != nil {
+			return nil, fmt.Errorf("scratch: %w", err)
+		}
 	}
 	// A run killed with SIGKILL can leave mounts behind; removing the
 	// folders under them would go through the mount.
@@ -212,4 +227,32 @@ func bench(ctx context.Context, cfg config) (rep *report, err error) {
 		}
 	}
 	return rep, nil
+}
+
+// preflight finds the programs the chosen workloads run, so a missing one
+// fails the run before any filesystem is set up.
+func preflight(cfg *config, wls []*workload) error {
+	progs := map[string]string{"untar": "tar", "lscold": "ls", "randwrite": "fio", "sqliteload": "sqlite3"}
+	for _, w := range wls {
+		if p := progs[w.key]; p != "" {
+			if _, err := exec.LookPath(p); err != nil {
+				return fmt.Errorf("workload %s needs %s (Debian package %s): %w", w.key, p, debianPackage(p), err)
+			}
+		}
+		if w.key == "pgload" {
+			pg, err := findPostgres()
+			if err != nil {
+				return err
+			}
+			cfg.postgres, cfg.otherUsers = pg, true
+		}
+	}
+	return nil
+}
+
+func debianPackage(prog string) string {
+	if prog == "ls" {
+		return "coreutils"
+	}
+	return prog
 }

@@ -28,7 +28,12 @@ type unit int
 const (
 	speedMBps unit = iota // decimal MB per second
 	seconds
+	iops // I/O operations per second
+	tps  // database transactions per second
 )
+
+// higherIsBetter: rates (MB/s, IOPS, tps) against durations.
+func (u unit) higherIsBetter() bool { return u != seconds }
 
 // workload is one row of the table. prep runs untimed before the timed
 // part (syncing and dropping caches), check untimed after it (verifying
@@ -46,14 +51,23 @@ type workload struct {
 
 // env is what one round on one filesystem works with.
 type env struct {
-	ctx   context.Context
-	root  string
-	src   *tarball
-	size  int64
-	chunk []byte // 1 MiB of random bytes, stamped per MiB
-	file  string
-	tree  string
-	files int // regular files ls -lR listed
+	ctx      context.Context
+	root     string
+	round    int
+	src      *tarball
+	size     int64
+	chunk    []byte // 1 MiB of random bytes, stamped per MiB
+	file     string
+	tree     string
+	files    int           // regular files ls -lR listed
+	duration time.Duration // of each database workload's timed run
+	fio      *fioResult    // what the randwrite row's fio reported
+	sqlite   *sqliteRun
+	postgres *postgres // the installation (nil: not found)
+	pg       *pgCluster
+	// cleanups run when the round ends, however it ends (a database
+	// server must not outlive it).
+	cleanups []func()
 }
 
 const chunkSize = 1 << 20
@@ -66,7 +80,7 @@ var allWorkloads = []*workload{
 		timed: timedWrite,
 	},
 	{
-		key: "read", title: "seq read, cold", unit: speedMBps, target: 0.7, needs: []string{"write"},
+		key: "read", title: "seq read, cold", unit: speedMBps, target: 0.8, needs: []string{"write"},
 		prep: func(e *env) error { return dropCaches() }, timed: timedRead,
 		check: func(e *env) error { return os.Remove(e.file) },
 	},
@@ -86,7 +100,7 @@ var allWorkloads = []*workload{
 		},
 	},
 	{
-		key: "lscold", title: "ls -lR, cold", unit: seconds, target: 3, needs: []string{"untar"},
+		key: "lscold", title: "ls -lR, cold", unit: seconds, target: 2, needs: []string{"untar"},
 		prep: func(e *env) error { return dropCaches() }, timed: timedLs, check: checkLs,
 	},
 	{
@@ -94,12 +108,34 @@ var allWorkloads = []*workload{
 		timed: timedLs, check: checkLs,
 	},
 	{
-		key: "rm", title: "rm -rf", unit: seconds, target: 2.5, needs: []string{"untar"},
+		key: "rm", title: "rm -rf", unit: seconds, target: 2, needs: []string{"untar"},
 		prep: func(e *env) error { syscall.Sync(); return nil },
 		timed: func(e *env) (float64, error) {
 			return timeCmd(e.ctx, nil, "rm", "-rf", e.tree)
 		},
 		check: checkRm,
+	},
+	// The database rows run last: each cleans up after itself, and rm's
+	// check wants an empty root.
+	{
+		key: "randwrite", title: "fio randwrite 8 KiB + fdatasync, 4 jobs", unit: iops, target: 0.8,
+		prep: prepFio, timed: timedFio, check: checkFio,
+	},
+	{
+		key: "sqliteload", title: "SQLite load (info)", unit: seconds,
+		prep: prepSqlite, timed: timedSqliteLoad, check: checkSqliteLoad,
+	},
+	{
+		key: "sqlite", title: "SQLite TPC-B-like, WAL, synchronous=FULL", unit: tps, target: 0.85, needs: []string{"sqliteload"},
+		prep: func(e *env) error { syscall.Sync(); return nil }, timed: timedSqlite, check: checkSqlite,
+	},
+	{
+		key: "pgload", title: "pgbench -i -s 5 load (info)", unit: seconds,
+		prep: prepPg, timed: timedPgLoad, check: checkPgLoad,
+	},
+	{
+		key: "pgbench", title: "pgbench -c 4 -j 2, fsync on", unit: tps, target: 0.85, needs: []string{"pgload"},
+		prep: func(e *env) error { syscall.Sync(); return nil }, timed: timedPgbench, check: checkPgbench,
 	},
 }
 
@@ -153,13 +189,21 @@ func selectWorkloads(chosen map[string]bool) ([]*workload, error) {
 // runRound runs every workload once on f, in order.
 func runRound(ctx context.Context, f *filesystem, wls []*workload, src *tarball, round int, rep *report) error {
 	e := &env{
-		ctx:  ctx,
-		root: f.root,
-		src:  src,
-		size: int64(f.cfg.sizeMiB) * chunkSize,
-		file: filepath.Join(f.root, fmt.Sprintf("seq-%d.dat", round)),
-		tree: filepath.Join(f.root, fmt.Sprintf("tree-%d", round)),
+		ctx:      ctx,
+		root:     f.root,
+		round:    round,
+		src:      src,
+		size:     int64(f.cfg.sizeMiB) * chunkSize,
+		file:     filepath.Join(f.root, fmt.Sprintf("seq-%d.dat", round)),
+		tree:     filepath.Join(f.root, fmt.Sprintf("tree-%d", round)),
+		duration: f.cfg.dbDuration,
+		postgres: f.cfg.postgres,
 	}
+	defer func() {
+		for i := len(e.cleanups) - 1; i >= 0; i-- {
+			e.cleanups[i]()
+		}
+	}()
 	e.chunk = make([]byte, chunkSize)
 	if _, err := rand.Read(e.chunk); err != nil {
 		return err
@@ -182,10 +226,10 @@ func runRound(ctx context.Context, f *filesystem, wls []*workload, src *tarball,
 				return err
 			}
 		}
-		cpu0, log0 := f.cpuSeconds(), f.logSize()
+		cpu0, log0, t0 := f.cpuSeconds(), f.logSize(), time.Now()
 		var v float64
 		v, err = w.timed(e)
-		cpu, log1 := f.cpuSeconds()-cpu0, f.logSize()
+		wall, cpu, log1 := time.Since(t0).Seconds(), f.cpuSeconds()-cpu0, f.logSize()
 		if stopPerf != nil {
 			if perr := stopPerf(); perr != nil && err == nil {
 				err = perr
@@ -199,7 +243,7 @@ func runRound(ctx context.Context, f *filesystem, wls []*workload, src *tarball,
 				return fmt.Errorf("%s: check: %w", w.key, err)
 			}
 		}
-		s := sample{value: v, cpu: cpu}
+		s := sample{value: v, cpu: cpu, wall: wall}
 		if f.cfg.opcounts {
 			if s.ops, err = f.countOps(log0, log1); err != nil {
 				return fmt.Errorf("%s: count requests: %w", w.key, err)

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/securevol/securevol/cluster"
 	"github.com/securevol/securevol/daemon"
 	"github.com/securevol/securevol/internal/logging"
 )
@@ -25,6 +26,13 @@ type serveFlags struct {
 	metricsSocket, metricsAddr  string
 	metricsTextfile             string
 	metricsInterval             time.Duration
+	etcdEndpoints               []string
+	etcdCACert, etcdCert        string
+	etcdKey, etcdUser           string
+	etcdPasswordFile            string
+	clusterRoot, nodeName       string
+	leaseTTL, mountWait         time.Duration
+	writableSys                 bool
 }
 
 func newServeCmd(s streams, runServe runDaemon) *cobra.Command {
@@ -62,11 +70,23 @@ warnings and errors to standard error.`,
 	fs.DurationVar(&f.removeGrace, "remove-grace", 0, "keep a removed volume's key this long (e.g. 72h), out of sight, so that 'securevol volume undelete' can bring it back; 0 destroys it at once")
 	fs.StringVar(&f.defaultSize, "default-size", "", "size limit of volumes created without -o size, e.g. 10G (binary units); empty: none")
 	fs.StringVar(&f.metricsSocket, "metrics-socket", "", "Unix socket (0600) serving Prometheus metrics at /metrics (default: the state dir's metrics.sock)")
-	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "also serve the metrics on this TCP address, e.g. 127.0.0.1:9742 (a legacy plugin; a managed one has no network)")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "also serve the metrics on this TCP address, e.g. 127.0.0.1:9742 (a legacy plugin; the managed one does not offer it as a setting)")
 	fs.StringVar(&f.metricsTextfile, "metrics-textfile", "", "write the metrics to this node_exporter textfile (*.prom) every --metrics-textfile-interval")
 	fs.DurationVar(&f.metricsInterval, "metrics-textfile-interval", 15*time.Second, "how often the metrics textfile is written")
+	fs.BoolVar(&f.writableSys, "writable-sys", false, "remount /sys read-write in the daemon's own mount namespace, so volumes' readahead can be raised (a managed plugin's /sys is read-only; never use it on a host)")
+	fs.StringSliceVar(&f.etcdEndpoints, "etcd-endpoints", nil, "cluster mode: etcd client URLs, comma-separated (e.g. https://10.0.0.1:2379); unset: a single host, records in the state dir's bbolt file")
+	fs.StringVar(&f.etcdCACert, "etcd-cacert", "", "cluster mode: CA certificate (PEM file) that verifies etcd's")
+	fs.StringVar(&f.etcdCert, "etcd-cert", "", "cluster mode: client certificate (PEM file) for etcd; needs --etcd-key")
+	fs.StringVar(&f.etcdKey, "etcd-key", "", "cluster mode: the client certificate's key (PEM file)")
+	fs.StringVar(&f.etcdUser, "etcd-user", "", "cluster mode: etcd user; needs --etcd-password-file")
+	fs.StringVar(&f.etcdPasswordFile, "etcd-password-file", "", "cluster mode: file holding the etcd user's password (never pass a password itself)")
+	fs.StringVar(&f.clusterRoot, "cluster-root", daemon.DefaultClusterRoot, "cluster mode: the backing folders' root on storage every node shares, at the same path on each")
+	fs.StringVar(&f.nodeName, "node-name", "", "cluster mode: this node's name, unique in the cluster (default: the host name)")
+	fs.DurationVar(&f.leaseTTL, "lease-ttl", cluster.DefaultLeaseTTL, "cluster mode: how long a node that stops answering keeps its volumes (whole seconds, at least 2s); shorter means faster takeover, but a pause or partition longer than it fences a healthy node")
+	fs.DurationVar(&f.mountWait, "mount-wait", cluster.DefaultMountWait, "cluster mode: how long a mount waits for the node that holds the volume to let go")
 	withEnv(fs, "socket", "state-dir", "mount-root", "key-file", "passphrase-file", "key-command", "log-level", "log-format", "rebuild",
-		"remove-grace", "default-size", "metrics-socket", "metrics-addr", "metrics-textfile", "metrics-textfile-interval")
+		"remove-grace", "default-size", "metrics-socket", "metrics-addr", "metrics-textfile", "metrics-textfile-interval",
+		"etcd-endpoints", "etcd-cacert", "etcd-cert", "etcd-key", "etcd-user", "etcd-password-file", "cluster-root", "node-name", "lease-ttl", "mount-wait", "writable-sys")
 	return cmd
 }
 
@@ -87,6 +107,13 @@ func (f *serveFlags) config(fs *pflag.FlagSet, s streams) (daemon.Config, error)
 		RemoveGrace: f.removeGrace, DefaultSize: f.defaultSize,
 		MetricsSocket: f.metricsSocket, MetricsAddr: f.metricsAddr,
 		MetricsTextfile: f.metricsTextfile, MetricsInterval: f.metricsInterval,
-		Version: version,
+		Cluster: cluster.Config{
+			Endpoints: f.etcdEndpoints, CACert: f.etcdCACert, Cert: f.etcdCert, Key: f.etcdKey,
+			User: f.etcdUser, PasswordFile: f.etcdPasswordFile, NodeName: f.nodeName,
+			LeaseTTL: f.leaseTTL, MountWait: f.mountWait,
+		},
+		ClusterRoot: f.clusterRoot,
+		WritableSys: f.writableSys,
+		Version:     version,
 	}, nil
 }

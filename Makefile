@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 STATE_DIR ?= /var/lib/securevol
 
-.PHONY: all build man run test unit e2e bench fmt vet clean
+.PHONY: all build man run test unit e2e bench bench-uring fmt vet clean
 
 all: build
 
@@ -47,6 +47,13 @@ bench: build
 	$(GO) run ./bench/fsbench -securevol $(BIN) -scratch $(BENCH_DIR) $(BENCH_FLAGS)
 	$(GO) test -run '^$$' -bench . -benchtime 200ms ./crypto
 	$(GO) test -run '^$$' -bench ArchiveVsTar -benchtime 3x ./archive
+
+# FUSE's two transports side by side, no crypto: the classic /dev/fuse
+# read/write loop, FUSE over io_uring (kernel 6.14+; the fuse module's
+# enable_uring is set for the run and restored) and go-fuse, per-request
+# latency of stat and pread (issue 8's io_uring prototype, internal/fuseuring).
+bench-uring:
+	$(GO) run ./bench/fuseuring
 
 vet:
 	$(GO) vet ./...

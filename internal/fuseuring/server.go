@@ -1,8 +1,3 @@
-// Package fuseuring is a prototype FUSE server that can take its requests
-// through FUSE over io_uring (Linux 6.14+) instead of read(2)/writev(2) on
-// /dev/fuse, to measure what the ring saves per request. It serves a fixed,
-// read-only, in-memory directory of files and nothing else; it is not used
-// by cryptfs.
 package fuseuring
 
 import (

@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+
+	"github.com/securevol/securevol/internal/benchwork"
 )
 
 // sample is one timed run: the workload's value, its wall time and the
@@ -336,7 +338,7 @@ for %[2]v; checked: integrity, history rows and balance sums. pgbench = Debian's
 PostgreSQL (fsync on), data directory on the filesystem, unix socket; load = pgbench
 -i -s %[4]d; then pgbench -c 4 -j 2 -T %[2]v, tps without connection time; checked:
 no failures, history rows = processed, balance sums agree.
-`, r.cfg.sizeMiB, r.cfg.dbDuration, sqliteScale, pgScale)
+`, r.cfg.sizeMiB, r.cfg.dbDuration, benchwork.SQLiteScale, pgScale)
 	for _, fs := range fss {
 		if err := r.errs[fs]; err != nil {
 			fmt.Fprintf(out, "\n%s: NOT MEASURED (fully): %v\n", fs, err)

@@ -12,19 +12,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/securevol/securevol/internal/benchwork"
 )
 
-// The SQLite rows: Debian's sqlite3 shell on a database in the
-// filesystem, WAL journal, synchronous=FULL (every commit fsyncs the WAL).
-// The tables are pgbench's, at scale sqliteScale; a transaction updates an
-// account, a teller and a branch and inserts a history row, as pgbench's
-// TPC-B-like script does.
-const (
-	sqliteScale    = 5
-	sqliteAccounts = sqliteScale * 100000
-	sqliteTellers  = sqliteScale * 10
-)
-
+// The SQLite rows: benchwork's TPC-B-like workload (WAL,
+// synchronous=FULL) on a database in the filesystem.
 type sqliteRun struct {
 	db    string
 	n     int   // transactions committed by the timed run
@@ -41,31 +34,9 @@ func prepSqlite(e *env) error {
 	return nil
 }
 
-// sqliteLoadSQL creates and fills the tables in one transaction and
-// checkpoints the WAL into the database file, so the load is on disk
-// when it ends.
-func sqliteLoadSQL() string {
-	return fmt.Sprintf(`PRAGMA journal_mode=WAL;
-PRAGMA synchronous=FULL;
-CREATE TABLE branches(bid INTEGER PRIMARY KEY, bbalance INTEGER NOT NULL, filler TEXT);
-CREATE TABLE tellers(tid INTEGER PRIMARY KEY, bid INTEGER NOT NULL, tbalance INTEGER NOT NULL, filler TEXT);
-CREATE TABLE accounts(aid INTEGER PRIMARY KEY, bid INTEGER NOT NULL, abalance INTEGER NOT NULL, filler TEXT);
-CREATE TABLE history(tid INTEGER, bid INTEGER, aid INTEGER, delta INTEGER, mtime TEXT, filler TEXT);
-BEGIN;
-WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i < %[1]d)
-  INSERT INTO branches SELECT i, 0, printf('%%-88s', '') FROM c;
-WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i < %[2]d)
-  INSERT INTO tellers SELECT i, (i-1)/10+1, 0, printf('%%-84s', '') FROM c;
-WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i < %[3]d)
-  INSERT INTO accounts SELECT i, (i-1)/100000+1, 0, printf('%%-84s', '') FROM c;
-COMMIT;
-PRAGMA wal_checkpoint(TRUNCATE);
-`, sqliteScale, sqliteTellers, sqliteAccounts)
-}
-
 func timedSqliteLoad(e *env) (float64, error) {
 	t0 := time.Now()
-	if _, err := sqlite(e, e.sqlite.db, sqliteLoadSQL()); err != nil {
+	if _, err := sqlite(e, e.sqlite.db, benchwork.SQLiteLoadSQL()); err != nil {
 		return 0, err
 	}
 	return time.Since(t0).Seconds(), nil
@@ -76,22 +47,10 @@ func checkSqliteLoad(e *env) error {
 	if err != nil {
 		return err
 	}
-	if want := fmt.Sprintf("%d|%d|%d", sqliteScale, sqliteTellers, sqliteAccounts); out != want {
+	if want := fmt.Sprintf("%d|%d|%d", benchwork.SQLiteScale, benchwork.SQLiteTellers, benchwork.SQLiteAccounts); out != want {
 		return fmt.Errorf("after the load: branches|tellers|accounts = %s, want %s", out, want)
 	}
 	return nil
-}
-
-// sqliteTxn is one TPC-B-like transaction; the SELECT after COMMIT is the
-// acknowledgement the driver waits for.
-func sqliteTxn(i int, aid, tid, bid int, delta int64) string {
-	return fmt.Sprintf("BEGIN;"+
-		"UPDATE accounts SET abalance = abalance + %[5]d WHERE aid = %[2]d;"+
-		"SELECT abalance FROM accounts WHERE aid = %[2]d;"+
-		"UPDATE tellers SET tbalance = tbalance + %[5]d WHERE tid = %[3]d;"+
-		"UPDATE branches SET bbalance = bbalance + %[5]d WHERE bid = %[4]d;"+
-		"INSERT INTO history(tid, bid, aid, delta, mtime) VALUES (%[3]d, %[4]d, %[2]d, %[5]d, CURRENT_TIMESTAMP);"+
-		"COMMIT;SELECT 'done %[1]d';\n", i, aid, tid, bid, delta)
 }
 
 // timedSqlite drives one sqlite3 shell in lock step: a transaction, then
@@ -121,8 +80,7 @@ func timedSqlite(e *env) (float64, error) {
 		}
 		return 0, fmt.Errorf("sqlite3: %w: %s", err, strings.TrimSpace(stderr.String()))
 	}
-	// synchronous is per connection; the journal mode is in the file.
-	if _, err := io.WriteString(in, "PRAGMA synchronous=FULL; SELECT 'done 0';\n"); err != nil {
+	if _, err := io.WriteString(in, benchwork.SQLiteSession+"SELECT 'done 0';\n"); err != nil {
 		return fail(err)
 	}
 	if err := awaitAck(out, 0); err != nil {
@@ -133,11 +91,8 @@ func timedSqlite(e *env) (float64, error) {
 	t0 := time.Now()
 	for time.Since(t0) < e.duration {
 		i := run.n + 1
-		aid := rng.IntN(sqliteAccounts) + 1
-		tid := rng.IntN(sqliteTellers) + 1
-		bid := rng.IntN(sqliteScale) + 1
-		delta := int64(rng.IntN(10001) - 5000)
-		if _, err := io.WriteString(in, sqliteTxn(i, aid, tid, bid, delta)); err != nil {
+		txn, delta := benchwork.SQLiteRandTxn(rng, i)
+		if _, err := io.WriteString(in, txn); err != nil {
 			return fail(err)
 		}
 		if err := awaitAck(out, i); err != nil {
@@ -176,15 +131,11 @@ func checkSqlite(e *env) error {
 		return err
 	}
 	run := e.sqlite
-	out, err := sqlite(e, run.db, `PRAGMA integrity_check;
-SELECT (SELECT count(*) FROM history), (SELECT coalesce(sum(delta), 0) FROM history),
-  (SELECT sum(abalance) FROM accounts), (SELECT sum(tbalance) FROM tellers), (SELECT sum(bbalance) FROM branches);`)
+	out, err := sqlite(e, run.db, benchwork.SQLiteCheckSQL)
 	if err != nil {
 		return err
 	}
-	d := strconv.FormatInt(run.delta, 10)
-	want := fmt.Sprintf("ok\n%d|%s|%s|%s|%s", run.n, d, d, d, d)
-	if out != want {
+	if want := benchwork.SQLiteCheckWant(run.n, run.delta); out != want {
 		return fmt.Errorf("after %d transactions (delta sum %d): got %q, want %q (integrity; history rows|deltas|accounts|tellers|branches)", run.n, run.delta, out, want)
 	}
 	return os.RemoveAll(filepath.Dir(run.db))

@@ -19,6 +19,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/securevol/securevol/internal/benchwork"
 )
 
 // unit says how a workload's result reads: a speed (higher is better) or
@@ -59,9 +61,9 @@ type env struct {
 	chunk    []byte // 1 MiB of random bytes, stamped per MiB
 	file     string
 	tree     string
-	files    int           // regular files ls -lR listed
-	duration time.Duration // of each database workload's timed run
-	fio      *fioResult    // what the randwrite row's fio reported
+	files    int                  // regular files ls -lR listed
+	duration time.Duration        // of each database workload's timed run
+	fio      *benchwork.FioResult // what the randwrite row's fio reported
 	sqlite   *sqliteRun
 	postgres *postgres // the installation (nil: not found)
 	pg       *pgCluster

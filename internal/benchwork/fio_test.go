@@ -1,4 +1,4 @@
-package main
+package benchwork
 
 import (
 	"fmt"
@@ -41,16 +41,16 @@ func TestParseFio(t *testing.T) {
 		{"two groups", `{"jobs":[{},{}]}`, 0, "2 job groups"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r, err := parseFio([]byte(tc.out))
+			r, err := ParseFio([]byte(tc.out))
 			if err == nil {
-				err = r.verify()
+				err = r.Verify()
 			}
 			if tc.err == "" {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if r.iops() != tc.iops {
-					t.Errorf("iops = %v, want %v", r.iops(), tc.iops)
+				if r.IOPS() != tc.iops {
+					t.Errorf("iops = %v, want %v", r.IOPS(), tc.iops)
 				}
 				return
 			}
@@ -62,7 +62,7 @@ func TestParseFio(t *testing.T) {
 }
 
 func TestFioArgsAskForTheIssuesWorkload(t *testing.T) {
-	got := strings.Join(fioArgs("/m/fio-0", 15), " ")
+	got := strings.Join(FioArgs("/m/fio-0", 15), " ")
 	for _, want := range []string{"--rw=randwrite", "--bs=8192", "--numjobs=4", "--fdatasync=1", "--runtime=15", "--time_based", "--group_reporting", "--output-format=json", "--directory=/m/fio-0"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("fio args %q lack %s", got, want)

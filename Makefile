@@ -69,7 +69,7 @@ clean:
 PLUGIN   ?= securevol
 REGISTRY ?= 127.0.0.1:5000
 
-.PHONY: plugin registry registry-stop push install install-legacy test-image bench-docker
+.PHONY: plugin registry registry-stop push install install-legacy test-image bench-image bench-docker
 
 # Managed plugin from this tree, no registry involved: rootfs from the
 # Dockerfile (FROM scratch + the static binary), docker plugin create, then
@@ -110,15 +110,24 @@ install-legacy: build man
 test-image:
 	scripts/test-image.sh
 
+# The Docker benchmarks' image with fio and sqlite3 (offline, cached by tag).
+bench-image:
+	scripts/bench-image.sh
+
 # Only the end-to-end tests (make test runs them too, with everything else).
 e2e: build
 	$(GO) test -count=1 -timeout 30m -v ./e2e
 
-# Container start (20 runs), 1 GiB container write+read (5 rounds) and
-# 2,000 small files created and removed (5 rounds): securevol (managed
-# plugin) against the local driver, alternating, same disk. Each reports
-# medians with min–max and the per-round securevol/local ratio's range.
+# Container start (20 runs), 1 GiB container write+read, 2,000 small files
+# created and removed, fio randwrite (10 s) and SQLite TPC-B-like (10,000
+# transactions), 5 rounds each: securevol (managed plugin) against the
+# local driver, alternating, same disk. Each reports medians with min–max
+# and the per-round securevol/local ratio's range. The fio and sqlite3 rows
+# run in scripts/bench-image.sh's image (the host's fio and sqlite3 with
+# their libraries, built offline). About 6 minutes.
 bench-docker: build
 	$(GO) test -count=1 -timeout 30m -run '^$$' -bench 'DockerRunTrue' -benchtime 20x ./e2e
 	$(GO) test -count=1 -timeout 30m -run '^$$' -bench 'DockerIO' -benchtime 5x ./e2e
 	$(GO) test -count=1 -timeout 30m -run '^$$' -bench 'DockerSmallFiles' -benchtime 5x ./e2e
+	$(GO) test -count=1 -timeout 30m -run '^$$' -bench 'DockerRandWrite' -benchtime 5x ./e2e
+	$(GO) test -count=1 -timeout 30m -run '^$$' -bench 'DockerSQLite' -benchtime 5x ./e2e

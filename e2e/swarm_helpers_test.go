@@ -1,17 +1,13 @@
 package e2e
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -380,38 +376,7 @@ func (c *swarmCluster) removeService(t testing.TB, name string) {
 	}
 }
 
-// folderState maps every path under dir to what a write would change:
-// type, size, mtime and, for a file, a digest of its bytes.
-func folderState(t testing.TB, dir string) map[string]string {
-	t.Helper()
-	st := map[string]string{}
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		v := fmt.Sprintf("%v %d %d", fi.Mode(), fi.Size(), fi.Sys().(*syscall.Stat_t).Mtim.Nano())
-		if fi.Mode().IsRegular() {
-			b, err := os.ReadFile(path)
-			if err != nil {
-				return err
-			}
-			sum := sha256.Sum256(b)
-			v += " " + hex.EncodeToString(sum[:8])
-		}
-		st[strings.TrimPrefix(path, dir)] = v
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("walk %s: %v", dir, err)
-	}
-	return st
-}
-
-// diffStates lists what differs between two folderStates.
+// diffStates lists what differs between two testenv.TreeStates.
 func diffStates(a, b map[string]string) []string {
 	var d []string
 	for p, v := range a {

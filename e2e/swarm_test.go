@@ -305,7 +305,7 @@ func testSwarmView(t *testing.T, c *swarmCluster) {
 		return nil
 	})
 	t.Logf("view: readers run on both nodes %v after the deploy", time.Since(begin).Round(100*time.Millisecond))
-	before := folderState(t, c.shared)
+	before := testenv.TreeState(t, c.shared)
 	for _, n := range c.nodes {
 		id := n.container(t, stack+"_reader")
 		if got := n.docker(t, "exec", id, "cat", "/data/f"); got != marker {
@@ -319,7 +319,7 @@ func testSwarmView(t *testing.T, c *swarmCluster) {
 			t.Errorf("%s: the view's status says %q", n.hostname, st)
 		}
 	}
-	if after := folderState(t, c.shared); !maps.Equal(before, after) {
+	if after := testenv.TreeState(t, c.shared); !maps.Equal(before, after) {
 		t.Errorf("the shared folder changed while only the view was mounted")
 	}
 	n1.docker(t, "stack", "rm", stack)
@@ -392,7 +392,7 @@ func testSwarmPaused(t *testing.T, c *swarmCluster) {
 	if took < swarmTTL/2 {
 		t.Fatalf("node 2 mounted %v after node 1's plugin stopped, less than half the TTL (%v): it did not wait for node 1's lease", took, swarmTTL)
 	}
-	after := folderState(t, c.shared)
+	after := testenv.TreeState(t, c.shared)
 
 	resume()
 	eventually(t, 30*time.Second, "the queued write to end", func() error {
@@ -420,7 +420,7 @@ func testSwarmPaused(t *testing.T, c *swarmCluster) {
 		}
 	}
 	n1.docker(t, "rm", "-f", name) // Unmount on the fenced node
-	if d := diffStates(after, folderState(t, c.shared)); len(d) > 0 {
+	if d := diffStates(after, testenv.TreeState(t, c.shared)); len(d) > 0 {
 		t.Errorf("node 1 changed the shared folder after losing its lease:\n%s", strings.Join(d, "\n"))
 	}
 	out = n2.docker(t, "run", "--rm", "--network", "none", "-v", vol+":/data", c.image, "sh", "-euc", "cat /data/f /data/f2; ls /data")

@@ -188,12 +188,10 @@ func (t *txn) Count(bucket []byte) (int, error) {
 	return len(all), err
 }
 
-// ClearRecords deletes the volume records (live and removed), so that
-// start-up rebuilds them from the folders' headers: the cluster's
-// --rebuild. Mount claims, nodes and daemon-wide facts stay. It is
-// refused (ErrOthersLive) while another node is live: that node's
-// volumes would vanish under it until the rebuild adds them back.
-func (n *Node) ClearRecords() error {
+// Alone fails with ErrOthersLive, naming them, if other nodes of the
+// cluster are live (hold a lease): what must not happen under them, such
+// as a rebuild of the records or a change of the master key, checks it.
+func (n *Node) Alone() error {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	nodes, err := n.cli.Get(ctx, nodeKey(""), clientv3.WithPrefix(), clientv3.WithKeysOnly())
@@ -209,7 +207,21 @@ func (n *Node) ClearRecords() error {
 	if len(others) > 0 {
 		return fmt.Errorf("%w: %s", ErrOthersLive, strings.Join(others, ", "))
 	}
-	_, err = n.cli.Txn(ctx).Then(
+	return nil
+}
+
+// ClearRecords deletes the volume records (live and removed), so that
+// start-up rebuilds them from the folders' headers: the cluster's
+// --rebuild. Mount claims, nodes and daemon-wide facts stay. It is
+// refused (ErrOthersLive) while another node is live: that node's
+// volumes would vanish under it until the rebuild adds them back.
+func (n *Node) ClearRecords() error {
+	if err := n.Alone(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	_, err := n.cli.Txn(ctx).Then(
 		clientv3.OpDelete(bucketPrefix([]byte("volumes")), clientv3.WithPrefix()),
 		clientv3.OpDelete(bucketPrefix([]byte("removed")), clientv3.WithPrefix()),
 		clientv3.OpPut(guardKey, ""),

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"github.com/securevol/securevol/archive"
+	"github.com/securevol/securevol/cluster"
 	"github.com/securevol/securevol/driver"
 	"github.com/securevol/securevol/handover"
 )
@@ -174,6 +175,7 @@ func wireErrors() []wireError {
 		{"wrong-identity", 403, handover.ErrWrongIdentity},
 		{"bad-handover", 422, handover.ErrMalformed},
 		{"damaged", 422, archive.ErrDamaged},
+		{"others-live", 409, cluster.ErrOthersLive},
 		// The driver's error classes, for the calls that reach it.
 		{"not-found", 404, driver.ErrNotFound},
 		{"conflict", 409, driver.ErrConflict},

@@ -104,3 +104,57 @@ func TestClusterSecondDaemonOnStateDirRefused(t *testing.T) {
 		t.Fatalf("the restart took %v: it waited for its own previous lease", took)
 	}
 }
+
+// A key rotation in cluster mode re-wraps folders every node opens, and
+// only this node gets the new key file: it is refused while another node
+// is live, and done once this one is alone. Offline, with the node's
+// daemon stopped, it is refused: the volumes are not in its state dir, so
+// it would replace the key file and re-wrap none of them.
+func TestClusterRotateKeyOnlyAlone(t *testing.T) {
+	testenv.RequireFUSE(t)
+	etcd := testenv.StartEtcd(t)
+	root := t.TempDir()
+	keyFile := filepath.Join(t.TempDir(), "master.key")
+	if err := keyfile.GenerateKeyFile(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	node := func(name string) Config {
+		cfg := testConfig(t)
+		cfg.Cluster = cluster.Config{Endpoints: etcd.Endpoints(), NodeName: name, LeaseTTL: 5 * time.Second}
+		cfg.ClusterRoot = root
+		cfg.Keys.KeyFile = keyFile
+		return cfg
+	}
+	cfg1 := node("n1")
+	d1 := startDaemon(t, cfg1)
+	if err := testenv.PluginCall(d1.plugin, "/VolumeDriver.Create", map[string]any{"Name": "vol"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	d2 := startDaemon(t, node("n2"))
+	newKeyFile := filepath.Join(t.TempDir(), "new.key")
+	if err := keyfile.GenerateKeyFile(newKeyFile); err != nil {
+		t.Fatal(err)
+	}
+	rotate := func() (*RotateKeyResult, error) {
+		return RotateKey(context.Background(), RotateConfig{StateDir: cfg1.StateDir, NewKeyFile: newKeyFile, Keys: cfg1.Keys})
+	}
+	if _, err := rotate(); !errors.Is(err, cluster.ErrOthersLive) || !contains(err, "n2") {
+		t.Fatalf("rotation with n2 live: %v, want ErrOthersLive naming n2", err)
+	}
+	d2.stop()
+	res, err := rotate()
+	if err != nil || res.Rewrapped != 1 {
+		t.Fatalf("rotation with n1 alone: %+v, %v; want the one folder re-wrapped", res, err)
+	}
+	d1.stop()
+	before, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rotate(); !errors.Is(err, ErrBadRequest) {
+		t.Fatalf("offline rotation of a cluster node: %v, want ErrBadRequest", err)
+	}
+	if after, _ := os.ReadFile(keyFile); string(after) != string(before) {
+		t.Fatal("the refused offline rotation changed the key file")
+	}
+}

@@ -216,6 +216,7 @@ type service struct {
 	keys    *masterKeys
 	log     *logrus.Entry
 	metrics *metrics.Metrics
+	node    *cluster.Node // nil on a single host
 	// rotating admits one key rotation at a time.
 	rotating sync.Mutex
 }
@@ -296,7 +297,7 @@ func Run(ctx context.Context, cfg Config) error {
 		"quarantined": len(rep.Quarantined), "in_grace": rep.InGrace, "took": rep.Took.Round(time.Millisecond)}).Info("state loaded")
 
 	cleanTransfers(cfg.StateDir, log)
-	svc := &service{cfg: cfg, drv: drv, keys: keys, log: log, metrics: m}
+	svc := &service{cfg: cfg, drv: drv, keys: keys, log: log, metrics: m, node: node}
 	return svc.serve(ctx, start)
 }
 

@@ -62,6 +62,12 @@ func rotateOffline(cfg RotateConfig, newRaw []byte, newKey *crypto.MasterKey) (*
 	if cfg.Log == nil {
 		cfg.Log = discardLog()
 	}
+	// A cluster node's volumes are under the cluster root, and their
+	// records in etcd: an offline rotation here would re-wrap none of
+	// them and still replace the key file.
+	if _, err := os.Stat(filepath.Join(cfg.StateDir, nodeLockName)); err == nil {
+		return nil, fmt.Errorf("%s is a cluster node's state dir (%w): rotate through its running daemon, with the other nodes stopped", cfg.StateDir, ErrBadRequest)
+	}
 	st, err := store.Open(dbPath(cfg.StateDir), time.Second)
 	if errors.Is(err, store.ErrLocked) {
 		return nil, fmt.Errorf("%s: %w, but no daemon answers on %s", dbPath(cfg.StateDir), ErrRunning, AdminSocket(cfg.StateDir))
@@ -136,6 +142,13 @@ func (s *service) rotateKey(_ context.Context, req *RotateKeyRequest) (*RotateKe
 	defer s.rotating.Unlock()
 	if s.keys.kind != keysource.KeyFile {
 		return nil, fmt.Errorf("the daemon takes its master key from a %s: %w", s.keys.kind, ErrKeySource)
+	}
+	if s.node != nil {
+		// The other nodes keep the old key, and would no longer open
+		// the folders re-wrapped under the new one.
+		if err := s.node.Alone(); err != nil {
+			return nil, fmt.Errorf("key rotation in cluster mode: %w; stop them first, then give them the new key file", err)
+		}
 	}
 	n, err := rotateKeyFile(s.keys.keyFile, req.Key, s.drv, s.log)
 	if err != nil {

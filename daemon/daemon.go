@@ -98,10 +98,11 @@ type Config struct {
 	// ClusterRoot is the backing root on shared storage in cluster mode;
 	// "" is DefaultClusterRoot. It must exist.
 	ClusterRoot string
-	// WritableSys remounts /sys read-write in the daemon's mount
-	// namespace first (see sysfs.go): for a managed plugin, whose /sys is
-	// private and read-only; never for a daemon in the host's namespace.
-	WritableSys bool
+	// WritableBDI makes /sys/devices/virtual/bdi, and nothing else of
+	// /sys, writable in the daemon's mount namespace first (see sysfs.go):
+	// for a managed plugin, whose /sys is read-only; never for a daemon in
+	// the host's namespace.
+	WritableBDI bool
 	// Version is shown by the securevol_info metric.
 	Version string
 	// Log receives the daemon's log; nil discards it.
@@ -233,8 +234,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log := cfg.Log
 	start := time.Now()
-	if cfg.WritableSys {
-		if err := remountSysWritable(); err != nil {
+	if cfg.WritableBDI {
+		if err := makeBDIWritable(); err != nil {
 			log.WithError(err).Warn("/sys stays read-only: volumes keep the kernel's 128 KiB readahead, and sequential reads are slower")
 		}
 	}

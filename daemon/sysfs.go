@@ -6,19 +6,25 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// remountSysWritable makes /sys writable in the daemon's mount namespace.
-// Each volume's mount raises the kernel's readahead for it (128 KiB by
-// default) by writing /sys/class/bdi/<dev>/read_ahead_kb, so that
+// bdiDir holds the kernel's per-device settings (backing device info),
+// those of FUSE mounts among them.
+const bdiDir = "/sys/devices/virtual/bdi"
+
+// makeBDIWritable makes bdiDir, and nothing else of /sys, writable in the
+// daemon's mount namespace. Each volume's mount raises the kernel's
+// readahead for it (128 KiB by default) by writing
+// /sys/class/bdi/<dev>/read_ahead_kb, a link into bdiDir, so that
 // sequential reads arrive as large requests decrypted in parallel. The
 // engine gives a managed plugin a private mount namespace with /sys
-// read-only; the plugin holds CAP_SYS_ADMIN, so it may clear the
-// read-only flags of its own /sys: of the sysfs instance (the plugin's
-// network namespace has its own) and of the mount. The host's /sys is not
-// touched.
-func remountSysWritable() error {
+// read-only; the plugin holds CAP_SYS_ADMIN, so it may lift that for the
+// one folder it needs: a mount of its own for bdiDir, the sysfs instance
+// read-write (a plugin on the host's network shares the host's, which is
+// read-write already), /sys read-only again as a mount, and bdiDir's
+// mount read-write. The host's mounts are not touched.
+func makeBDIWritable() error {
 	var st unix.Statfs_t
-	if err := unix.Statfs("/sys", &st); err != nil {
-		return fmt.Errorf("statfs /sys: %w", err)
+	if err := unix.Statfs(bdiDir, &st); err != nil {
+		return fmt.Errorf("statfs %s: %w", bdiDir, err)
 	}
 	if st.Flags&unix.ST_RDONLY == 0 {
 		return nil
@@ -34,11 +40,20 @@ func remountSysWritable() error {
 			flags |= uintptr(f.ms)
 		}
 	}
-	if err := unix.Mount("sysfs", "/sys", "sysfs", unix.MS_REMOUNT|flags, ""); err != nil {
-		return fmt.Errorf("remount sysfs read-write: %w", err)
+	steps := []struct {
+		what                string
+		source, target, typ string
+		flags               uintptr
+	}{
+		{"bind " + bdiDir, bdiDir, bdiDir, "", unix.MS_BIND},
+		{"remount sysfs read-write", "sysfs", "/sys", "sysfs", unix.MS_REMOUNT | flags},
+		{"remount /sys read-only", "", "/sys", "", unix.MS_REMOUNT | unix.MS_BIND | unix.MS_RDONLY | flags},
+		{"remount " + bdiDir + " read-write", "", bdiDir, "", unix.MS_REMOUNT | unix.MS_BIND | flags},
 	}
-	if err := unix.Mount("", "/sys", "", unix.MS_REMOUNT|unix.MS_BIND|flags, ""); err != nil {
-		return fmt.Errorf("remount /sys read-write: %w", err)
+	for _, s := range steps {
+		if err := unix.Mount(s.source, s.target, s.typ, s.flags, ""); err != nil {
+			return fmt.Errorf("%s: %w", s.what, err)
+		}
 	}
 	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -674,7 +676,7 @@ func restartForbidden(t testing.TB) string {
 // testReadahead: each volume's FUSE mount gets a readahead of four of its
 // requests (the daemon's 256 KiB), not the kernel's 128 KiB, so that a
 // container's sequential read arrives in large requests decrypted in
-// parallel. A managed plugin can only set it with --writable-sys.
+// parallel. A managed plugin can only set it with --writable-bdi.
 func testReadahead(t *testing.T, p *plugin) {
 	vol := newVolume(t, p)
 	startSleeper(t, "--network", "none", "-v", vol+":/data")
@@ -693,7 +695,56 @@ func testReadahead(t *testing.T, p *plugin) {
 		if got := strings.TrimSpace(string(b)); got != "1024" {
 			t.Errorf("read_ahead_kb of %s's mount = %s, want 1024", vol, got)
 		}
+		if p.managed {
+			checkPluginSys(t, p)
+		}
 		return
 	}
 	t.Fatalf("no mount of securevol:%s in the host's mountinfo", vol)
+}
+
+// checkPluginSys: --writable-bdi lifts the read-only flag for the bdi
+// settings only; the rest of the managed plugin's /sys stays read-only.
+func checkPluginSys(t *testing.T, p *plugin) {
+	pid := pluginPID(t, p)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := map[string]string{} // mount point: its per-mount options
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 5 {
+			opts[f[4]] = f[5]
+		}
+	}
+	for mp, want := range map[string]string{"/sys": "ro", "/sys/devices/virtual/bdi": "rw"} {
+		if o, ok := opts[mp]; !ok || !slices.Contains(strings.Split(o, ","), want) {
+			t.Errorf("the plugin's %s is mounted %q, want %s", mp, o, want)
+		}
+	}
+}
+
+// pluginPID finds the managed plugin's daemon: the process running
+// /securevol whose mounts include p's state folder.
+func pluginPID(t *testing.T, p *plugin) int {
+	t.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range procs {
+		cmd, err := os.ReadFile(filepath.Join(d, "cmdline"))
+		if err != nil || !bytes.HasPrefix(cmd, []byte("/securevol\x00serve")) {
+			continue
+		}
+		mi, err := os.ReadFile(filepath.Join(d, "mountinfo"))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(mi), "\n") {
+			if f := strings.Fields(line); len(f) > 4 && f[3] == p.stateDir {
+				pid, _ := strconv.Atoi(filepath.Base(d))
+				return pid
+			}
+		}
+	}
+	t.Fatalf("no process of the managed plugin %s found (state folder %s)", p, p.stateDir)
+	return 0
 }

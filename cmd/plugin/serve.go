@@ -32,7 +32,7 @@ type serveFlags struct {
 	etcdPasswordFile            string
 	clusterRoot, nodeName       string
 	leaseTTL, mountWait         time.Duration
-	writableSys                 bool
+	writableBDI                 bool
 }
 
 func newServeCmd(s streams, runServe runDaemon) *cobra.Command {
@@ -73,7 +73,7 @@ warnings and errors to standard error.`,
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "also serve the metrics on this TCP address, e.g. 127.0.0.1:9742 (a legacy plugin; the managed one does not offer it as a setting)")
 	fs.StringVar(&f.metricsTextfile, "metrics-textfile", "", "write the metrics to this node_exporter textfile (*.prom) every --metrics-textfile-interval")
 	fs.DurationVar(&f.metricsInterval, "metrics-textfile-interval", 15*time.Second, "how often the metrics textfile is written")
-	fs.BoolVar(&f.writableSys, "writable-sys", false, "remount /sys read-write in the daemon's own mount namespace, so volumes' readahead can be raised (a managed plugin's /sys is read-only; never use it on a host)")
+	fs.BoolVar(&f.writableBDI, "writable-bdi", false, "make /sys/devices/virtual/bdi (and nothing else of /sys) writable in the daemon's own mount namespace, so volumes' readahead can be raised: for a managed plugin, whose /sys is read-only; never on a host")
 	fs.StringSliceVar(&f.etcdEndpoints, "etcd-endpoints", nil, "cluster mode: etcd client URLs, comma-separated (e.g. https://10.0.0.1:2379); unset: a single host, records in the state dir's bbolt file")
 	fs.StringVar(&f.etcdCACert, "etcd-cacert", "", "cluster mode: CA certificate (PEM file) that verifies etcd's")
 	fs.StringVar(&f.etcdCert, "etcd-cert", "", "cluster mode: client certificate (PEM file) for etcd; needs --etcd-key")
@@ -86,7 +86,7 @@ warnings and errors to standard error.`,
 	fs.DurationVar(&f.mountWait, "mount-wait", cluster.DefaultMountWait, "cluster mode: how long a mount waits for the node that holds the volume to let go")
 	withEnv(fs, "socket", "state-dir", "mount-root", "key-file", "passphrase-file", "key-command", "log-level", "log-format", "rebuild",
 		"remove-grace", "default-size", "metrics-socket", "metrics-addr", "metrics-textfile", "metrics-textfile-interval",
-		"etcd-endpoints", "etcd-cacert", "etcd-cert", "etcd-key", "etcd-user", "etcd-password-file", "cluster-root", "node-name", "lease-ttl", "mount-wait", "writable-sys")
+		"etcd-endpoints", "etcd-cacert", "etcd-cert", "etcd-key", "etcd-user", "etcd-password-file", "cluster-root", "node-name", "lease-ttl", "mount-wait", "writable-bdi")
 	return cmd
 }
 
@@ -113,7 +113,7 @@ func (f *serveFlags) config(fs *pflag.FlagSet, s streams) (daemon.Config, error)
 			LeaseTTL: f.leaseTTL, MountWait: f.mountWait,
 		},
 		ClusterRoot: f.clusterRoot,
-		WritableSys: f.writableSys,
+		WritableBDI: f.writableBDI,
 		Version:     version,
 	}, nil
 }

@@ -49,10 +49,7 @@ func contains(err error, s string) bool { return err != nil && strings.Contains(
 func TestClusterDaemon(t *testing.T) {
 	testenv.RequireFUSE(t)
 	etcd := testenv.StartEtcd(t)
-	cfg := testConfig(t)
-	cfg.Cluster = cluster.Config{Endpoints: etcd.Endpoints(), NodeName: "n1", LeaseTTL: 5 * time.Second}
-	cfg.ClusterRoot = t.TempDir()
-	cfg.Keys.KeyFile = filepath.Join(t.TempDir(), "master.key")
+	cfg := clusterConfig(t, etcd.Endpoints(), "n1", 5*time.Second, t.TempDir(), filepath.Join(t.TempDir(), "master.key"))
 	if err := Run(context.Background(), cfg); !errors.Is(err, ErrKeyMissing) {
 		t.Fatalf("cluster mode without a key file: %v, want ErrKeyMissing (no key generated)", err)
 	}
@@ -84,10 +81,7 @@ func TestClusterDaemon(t *testing.T) {
 func TestClusterSecondDaemonOnStateDirRefused(t *testing.T) {
 	testenv.RequireFUSE(t)
 	etcd := testenv.StartEtcd(t)
-	cfg := testConfig(t)
-	cfg.Cluster = cluster.Config{Endpoints: etcd.Endpoints(), NodeName: "n1", LeaseTTL: 10 * time.Second}
-	cfg.ClusterRoot = t.TempDir()
-	cfg.Keys.KeyFile = filepath.Join(t.TempDir(), "master.key")
+	cfg := clusterConfig(t, etcd.Endpoints(), "n1", 10*time.Second, t.TempDir(), filepath.Join(t.TempDir(), "master.key"))
 	if err := keyfile.GenerateKeyFile(cfg.Keys.KeyFile); err != nil {
 		t.Fatal(err)
 	}
@@ -119,11 +113,7 @@ func TestClusterRotateKeyOnlyAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	node := func(name string) Config {
-		cfg := testConfig(t)
-		cfg.Cluster = cluster.Config{Endpoints: etcd.Endpoints(), NodeName: name, LeaseTTL: 5 * time.Second}
-		cfg.ClusterRoot = root
-		cfg.Keys.KeyFile = keyFile
-		return cfg
+		return clusterConfig(t, etcd.Endpoints(), name, 5*time.Second, root, keyFile)
 	}
 	cfg1 := node("n1")
 	d1 := startDaemon(t, cfg1)
@@ -157,4 +147,14 @@ func TestClusterRotateKeyOnlyAlone(t *testing.T) {
 	if after, _ := os.ReadFile(keyFile); string(after) != string(before) {
 		t.Fatal("the refused offline rotation changed the key file")
 	}
+}
+
+// clusterConfig is testConfig for the node name of a cluster on the etcd
+// at endpoints, with its folders under root and the master key in keyFile.
+func clusterConfig(t *testing.T, endpoints []string, name string, ttl time.Duration, root, keyFile string) Config {
+	cfg := testConfig(t)
+	cfg.Cluster = cluster.Config{Endpoints: endpoints, NodeName: name, LeaseTTL: ttl}
+	cfg.ClusterRoot = root
+	cfg.Keys.KeyFile = keyFile
+	return cfg
 }

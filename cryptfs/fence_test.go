@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,14 +55,8 @@ func TestFenceStopsEveryChange(t *testing.T) {
 		}
 	}
 	open.Close() // release and flush must change nothing either
-	after := testenv.TreeState(t, m.backing)
-	if len(after) != len(before) {
-		t.Fatalf("the backing folder has %d entries after the fence, %d before", len(after), len(before))
-	}
-	for p, s := range before {
-		if after[p] != s {
-			t.Errorf("%s changed behind the fence: %q, was %q", p, after[p], s)
-		}
+	if d := testenv.TreeDiff(before, testenv.TreeState(t, m.backing)); len(d) > 0 {
+		t.Errorf("the backing folder changed behind the fence:\n%s", strings.Join(d, "\n"))
 	}
 	if len(m.logs.AllEntries()) == 0 {
 		t.Error("a fenced mount logged nothing")

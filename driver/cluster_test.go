@@ -231,15 +231,7 @@ func TestClusterLostLeaseFences(t *testing.T) {
 		t.Errorf("overwrite after the fence: %v, want EIO", err)
 	}
 	held.Close()
-	after := testenv.TreeState(t, folder)
-	for p, s := range before {
-		if after[p] != s {
-			t.Errorf("%s changed after the fence: %q, was %q", p, after[p], s)
-		}
-	}
-	if len(after) != len(before) {
-		t.Errorf("%d entries in the folder after the fence, %d before", len(after), len(before))
-	}
+	sameTree(t, before, testenv.TreeState(t, folder))
 
 	mpb := b.mount(t, "vol", "c2")
 	if got, err := os.ReadFile(filepath.Join(mpb, "kept")); err != nil || string(got) != "before the fence" {

@@ -58,13 +58,8 @@ func readOnlyChanges(t *testing.T, mp string) {
 // sameTree fails if the backing folder changed between two TreeStates.
 func sameTree(t *testing.T, before, after map[string]string) {
 	t.Helper()
-	if len(after) != len(before) {
-		t.Fatalf("the backing folder has %d entries, had %d", len(after), len(before))
-	}
-	for p, s := range before {
-		if after[p] != s {
-			t.Errorf("%s changed: %q, was %q", p, after[p], s)
-		}
+	if d := testenv.TreeDiff(before, after); len(d) > 0 {
+		t.Errorf("the backing folder changed:\n%s", strings.Join(d, "\n"))
 	}
 }
 

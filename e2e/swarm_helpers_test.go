@@ -375,22 +375,3 @@ func (c *swarmCluster) removeService(t testing.TB, name string) {
 		})
 	}
 }
-
-// diffStates lists what differs between two testenv.TreeStates.
-func diffStates(a, b map[string]string) []string {
-	var d []string
-	for p, v := range a {
-		if w, ok := b[p]; !ok {
-			d = append(d, "removed "+p)
-		} else if v != w {
-			d = append(d, fmt.Sprintf("changed %s: %s -> %s", p, v, w))
-		}
-	}
-	for p := range b {
-		if _, ok := a[p]; !ok {
-			d = append(d, "added "+p)
-		}
-	}
-	slices.Sort(d)
-	return d
-}

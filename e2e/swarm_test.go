@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -319,8 +318,8 @@ func testSwarmView(t *testing.T, c *swarmCluster) {
 			t.Errorf("%s: the view's status says %q", n.hostname, st)
 		}
 	}
-	if after := testenv.TreeState(t, c.shared); !maps.Equal(before, after) {
-		t.Errorf("the shared folder changed while only the view was mounted")
+	if d := testenv.TreeDiff(before, testenv.TreeState(t, c.shared)); len(d) > 0 {
+		t.Errorf("the shared folder changed while only the view was mounted:\n%s", strings.Join(d, "\n"))
 	}
 	n1.docker(t, "stack", "rm", stack)
 	for _, svc := range []string{stack + "_reader", stack + "_writer"} {
@@ -420,7 +419,7 @@ func testSwarmPaused(t *testing.T, c *swarmCluster) {
 		}
 	}
 	n1.docker(t, "rm", "-f", name) // Unmount on the fenced node
-	if d := diffStates(after, testenv.TreeState(t, c.shared)); len(d) > 0 {
+	if d := testenv.TreeDiff(after, testenv.TreeState(t, c.shared)); len(d) > 0 {
 		t.Errorf("node 1 changed the shared folder after losing its lease:\n%s", strings.Join(d, "\n"))
 	}
 	out = n2.docker(t, "run", "--rm", "--network", "none", "-v", vol+":/data", c.image, "sh", "-euc", "cat /data/f /data/f2; ls /data")

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 )
@@ -41,4 +42,24 @@ func TreeState(t testing.TB, dir string) map[string]string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TreeDiff lists what differs between two TreeStates of one folder, sorted:
+// "added P", "removed P" and "changed P: old -> new". Empty: nothing.
+func TreeDiff(before, after map[string]string) []string {
+	var d []string
+	for p, v := range before {
+		if w, ok := after[p]; !ok {
+			d = append(d, "removed "+p)
+		} else if v != w {
+			d = append(d, fmt.Sprintf("changed %s: %s -> %s", p, v, w))
+		}
+	}
+	for p := range after {
+		if _, ok := before[p]; !ok {
+			d = append(d, "added "+p)
+		}
+	}
+	slices.Sort(d)
+	return d
 }
